@@ -1,0 +1,5 @@
+"""Run the command line with `python -m daemon`."""
+
+from daemon.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,64 @@
+"""The application factory: settings in, a ready aiohttp application out.
+
+Resources live in cleanup contexts so that teardown runs in reverse order of
+start-up: the database (writer and reader) first; outbound clients and workers
+stack on top of it as they arrive. Tests build the app with this same factory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from daemon.access import WEBHOOK_PATH, admin_middleware
+from daemon.appkeys import HMAC_KEYS, READER, SETTINGS, STATS, WRITER
+from daemon.config import Settings
+from daemon.errors import error_middleware
+from daemon.read import api, queries
+from daemon.receive.handler import receive_webhook
+from daemon.record.writer import Writer
+from daemon.stats import DeliveryStats
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings) -> web.Application:
+    # The webhook reads its own body under settings.max_body_bytes; this cap only
+    # guards aiohttp's own readers.
+    app = web.Application(
+        middlewares=[error_middleware, admin_middleware],
+        client_max_size=settings.max_body_bytes,
+    )
+    app[SETTINGS] = settings
+    app[HMAC_KEYS] = settings.hmac_keys()
+    app[STATS] = DeliveryStats()
+    app.cleanup_ctx.append(_database)
+    app.router.add_post(WEBHOOK_PATH, receive_webhook)
+    app.router.add_get("/api/jobs", api.list_jobs)
+    app.router.add_get("/api/jobs/{job_id}", api.get_job)
+    app.router.add_get("/api/jobs/{job_id}/logs", api.get_logs)
+    app.router.add_get("/healthz", api.healthz)
+    app.router.add_get("/readyz", api.readyz)
+    return app
+
+
+async def _database(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    writer = Writer(settings.database_path, synchronous=settings.synchronous)
+    applied = await asyncio.to_thread(writer.open)
+    if applied:
+        log.info("database %s: applied %s", settings.database_path, ", ".join(applied))
+    app[WRITER] = writer
+    try:
+        app[READER] = await queries.open_reader(settings.database_path)
+    except BaseException:
+        await asyncio.to_thread(writer.close)
+        raise
+    try:
+        yield
+    finally:
+        await app[READER].close()
+        await asyncio.to_thread(writer.close)

@@ -1,0 +1,270 @@
+"""The `replicate-webhookd` command line.
+
+serve             run the daemon
+migrate           apply pending database migrations and exit
+jobs              list recorded jobs as a table
+job ID            one job's details and history (--logs for its log)
+verify-signature  check one delivery by hand: prints valid, invalid or expired
+sign              print the three signature headers for a body, for curl tests
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from daemon import __version__
+from daemon.config import SECRET_ENV, ConfigError, Settings, load_settings
+from daemon.read import queries
+from daemon.receive import signature
+from daemon.record import db
+
+log = logging.getLogger("daemon")
+
+EXIT_CONFIG = 2
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    _configure_logging()
+    try:
+        return int(args.run(args))
+    except ConfigError as exc:
+        print(f"replicate-webhookd: configuration error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except db.SchemaError as exc:
+        print(f"replicate-webhookd: database error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="replicate-webhookd",
+        description="Receive, record and deliver Replicate training jobs.",
+    )
+    parser.add_argument("--version", action="version", version=__version__)
+    commands = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    serve = _command(commands, "serve", _serve, "run the daemon")
+    serve.add_argument("--host", help="address to listen on (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port to listen on (default 8080)")
+
+    _command(commands, "migrate", _migrate, "apply pending database migrations")
+
+    jobs = _command(commands, "jobs", _jobs, "list recorded jobs")
+    jobs.add_argument("--status", help="only jobs with this status")
+    jobs.add_argument("--limit", type=int, default=50)
+    jobs.add_argument("--json", action="store_true", help="print JSON")
+
+    job = _command(commands, "job", _job, "show one job and its history")
+    job.add_argument("job_id", metavar="ID")
+    job.add_argument("--logs", action="store_true", help="print the job's log")
+    job.add_argument("--json", action="store_true", help="print JSON")
+
+    check = commands.add_parser(
+        "verify-signature", help="check a delivery's signature by hand"
+    )
+    check.set_defaults(run=_verify_signature)
+    check.add_argument("--secret", required=True, help="whsec_... signing secret")
+    check.add_argument("--id", required=True, help="webhook-id header")
+    check.add_argument("--timestamp", required=True, help="webhook-timestamp header")
+    check.add_argument("--signature", required=True, help="webhook-signature header")
+    check.add_argument("--body-file", required=True, help="raw body file, - for stdin")
+    check.add_argument("--now", type=int, help="clock to check against (unix seconds)")
+    check.add_argument("--tolerance", type=int, default=300, help="seconds of skew")
+
+    sign = commands.add_parser("sign", help="print signature headers for a body")
+    sign.set_defaults(run=_sign)
+    sign.add_argument("--secret", help=f"whsec_... secret (default: ${SECRET_ENV})")
+    sign.add_argument("--id", help="webhook-id (default: a fresh msg_ id)")
+    sign.add_argument("--timestamp", help="webhook-timestamp (default: now)")
+    sign.add_argument("--body-file", required=True, help="raw body file, - for stdin")
+    return parser
+
+
+def _command(
+    commands: Any, name: str, run: Any, help_text: str
+) -> argparse.ArgumentParser:
+    parser: argparse.ArgumentParser = commands.add_parser(name, help=help_text)
+    parser.set_defaults(run=run)
+    parser.add_argument("--config", help="TOML settings file")
+    parser.add_argument("--data-dir", help="where the database lives")
+    return parser
+
+
+def _configure_logging() -> None:
+    level = os.environ.get("REPLICATE_WEBHOOKD_LOG_LEVEL", "INFO").upper()
+    logging.basicConfig(
+        level=getattr(logging, level, logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def _settings(args: argparse.Namespace, *, require_secret: bool) -> Settings:
+    overrides = {
+        "server.host": getattr(args, "host", None),
+        "server.port": getattr(args, "port", None),
+        "server.data_dir": args.data_dir,
+    }
+    return load_settings(
+        os.environ,
+        config_path=args.config,
+        overrides=overrides,
+        require_secret=require_secret,
+    )
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from daemon.serve import serve  # the server stack loads only for this command
+
+    settings = _settings(args, require_secret=True)
+    try:
+        asyncio.run(serve(settings))
+    except OSError as exc:
+        print(f"replicate-webhookd: cannot start: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _migrate(args: argparse.Namespace) -> int:
+    settings = _settings(args, require_secret=False)
+    conn = db.connect(settings.database_path, synchronous=settings.synchronous)
+    try:
+        applied = db.migrate(conn)
+    finally:
+        conn.close()
+    print(f"{settings.database_path}: " + (", ".join(applied) or "already current"))
+    return 0
+
+
+def _jobs(args: argparse.Namespace) -> int:
+    path = _existing_database(_settings(args, require_secret=False))
+    jobs = asyncio.run(_read(path, "list", args.status, max(1, args.limit)))
+    if args.json:
+        print(json.dumps(jobs, indent=2))
+        return 0
+    rows = [("ID", "STATUS", "MODEL", "CREATED", "COMPLETED", "PREDICT_S")]
+    for item in jobs:
+        predict = item["predict_time_s"]
+        rows.append(
+            (
+                item["id"],
+                item["status"],
+                item["model"] or "-",
+                item["created_at"] or item["first_seen_at"],
+                item["completed_at"] or "-",
+                f"{predict:.1f}" if predict is not None else "-",
+            )
+        )
+    widths = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        cells = (
+            str(cell).ljust(width) for cell, width in zip(row, widths, strict=True)
+        )
+        print("  ".join(cells).rstrip())
+    return 0
+
+
+def _job(args: argparse.Namespace) -> int:
+    path = _existing_database(_settings(args, require_secret=False))
+    if args.logs:
+        found = asyncio.run(_read(path, "logs", args.job_id))
+        if found is None:
+            print(f"no job with id {args.job_id!r}", file=sys.stderr)
+            return 1
+        sys.stdout.buffer.write(found[0])
+        return 0
+    job = asyncio.run(_read(path, "get", args.job_id))
+    if job is None:
+        print(f"no job with id {args.job_id!r}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(job, indent=2))
+        return 0
+    history = job.pop("history")
+    for key, value in job.items():
+        shown = json.dumps(value) if isinstance(value, dict | list) else value
+        print(f"{key:>16}: {'-' if shown is None else shown}")
+    print("\nhistory:")
+    for item in history:
+        print(
+            f"  {item['received_at']}  {item['kind']:<9} {item['status']:<11} "
+            f"{item['outcome']:<9} {item['body_bytes']:>8} B  {item['webhook_id']}"
+        )
+    return 0
+
+
+def _existing_database(settings: Settings) -> Path:
+    path = settings.database_path
+    if not path.exists():
+        raise db.SchemaError(f"no database at {path}: the daemon has not run yet")
+    return path
+
+
+async def _read(path: Path, what: str, *args: Any) -> Any:
+    conn = await queries.open_reader(path)
+    try:
+        if what == "list":
+            status, limit = args
+            return await queries.list_jobs(conn, status=status, limit=limit, offset=0)
+        if what == "get":
+            return await queries.get_job(conn, args[0])
+        return await queries.read_logs(conn, args[0], 0)
+    finally:
+        await conn.close()
+
+
+def _read_body(name: str) -> bytes:
+    return sys.stdin.buffer.read() if name == "-" else Path(name).read_bytes()
+
+
+def _verify_signature(args: argparse.Namespace) -> int:
+    try:
+        key = signature.decode_secret(args.secret)
+    except ValueError as exc:
+        print(f"invalid: secret is unusable ({exc})")
+        return 1
+    result = signature.verify(
+        [key],
+        args.id,
+        args.timestamp,
+        args.signature,
+        _read_body(args.body_file),
+        now=time.time() if args.now is None else args.now,
+        tolerance_s=args.tolerance,
+    )
+    word = {
+        signature.Verdict.VALID: "valid",
+        signature.Verdict.INVALID: "invalid",
+        signature.Verdict.STALE: "expired",
+        signature.Verdict.FUTURE: "expired",
+    }[result.verdict]
+    print(f"{word}: {result.reason}")
+    return 0 if result.ok else 1
+
+
+def _sign(args: argparse.Namespace) -> int:
+    secrets_text = (args.secret or os.environ.get(SECRET_ENV, "")).split()
+    if not secrets_text:
+        raise ConfigError(f"{SECRET_ENV}: not set and no --secret given")
+    try:
+        key = signature.decode_secret(secrets_text[0])
+    except ValueError as exc:
+        raise ConfigError(f"--secret: {exc}") from None
+    msg_id = args.id or "msg_" + os.urandom(12).hex()
+    timestamp = args.timestamp or str(int(time.time()))
+    entry = signature.sign(key, msg_id, timestamp, _read_body(args.body_file))
+    print(f"webhook-id: {msg_id}")
+    print(f"webhook-timestamp: {timestamp}")
+    print(f"webhook-signature: {entry}")
+    return 0

@@ -1,0 +1,43 @@
+"""Every limit and default the daemon uses, with its unit in the name and its reason.
+
+Configuration can override the ones a user has a reason to change; the rest are
+fixed here so that a reader finds all the numbers in one place.
+"""
+
+DEFAULT_HOST = "127.0.0.1"  # loopback until the user chooses to expose it
+DEFAULT_PORT = 8080
+DEFAULT_DATA_DIR = "~/.simpletuner/cloud"  # where SimpleTuner keeps cloud state
+DEFAULT_OUTPUTS_DIR = "~/.simpletuner/cloud_outputs"
+DEFAULT_CLIENT_IP_HEADER = "X-Forwarded-For"
+
+# Standard Webhooks and Replicate's verification docs both use +/- 5 minutes.
+TIMESTAMP_TOLERANCE_S = 300
+# A training snapshot carries its whole cumulative log; hours of tqdm lines stay far
+# below this, and anything larger is more likely abuse than a real delivery.
+MAX_BODY_BYTES = 32 * 1024 * 1024
+BODY_READ_CHUNK_BYTES = 64 * 1024
+
+# Opaque identifiers: Replicate's ids are 26 characters and webhook ids are short;
+# the caps only stop a hostile header from bloating logs and the database.
+MAX_WEBHOOK_ID_CHARS = 256
+MAX_JOB_ID_CHARS = 128
+MAX_STATUS_CHARS = 32
+# Unix seconds fit in 10 digits until 2286; 12 rejects absurd values early.
+MAX_TIMESTAMP_DIGITS = 12
+
+# Replicate wants an answer within a few seconds and the brief promises one: the
+# lock wait plus the commit must fit well inside a second.
+DB_BUSY_TIMEOUT_MS = 700
+COMMIT_WAIT_S = 0.9
+# When storage is unavailable Replicate retries the terminal delivery for about a
+# minute, so a short hint keeps several retries inside that window.
+RETRY_AFTER_S = 5
+# Group commit: one transaction carries at most this many deliveries.
+WRITE_BATCH_MAX = 256
+
+# Lifecycle: in-flight requests get this long to finish after SIGTERM.
+SHUTDOWN_GRACE_S = 10.0
+
+# Read API paging.
+JOBS_PAGE_DEFAULT = 50
+JOBS_PAGE_MAX = 500

@@ -1,0 +1,1 @@
+"""Reading: the JSON API over recorded jobs, health checks and admin access."""

@@ -1,0 +1,108 @@
+"""Read-only queries over recorded jobs, shared by the HTTP API and the CLI."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+
+_JSON_COLUMNS = {
+    "input_json": "input",
+    "output_json": "output",
+    "metrics_json": "metrics",
+    "urls_json": "urls",
+}
+_HIDDEN = {"logs_sha256", "created_ts"}
+_TIMES = ("first_seen_at", "updated_at")
+
+
+async def open_reader(path: Path) -> aiosqlite.Connection:
+    """A read-only connection: the API can never write through it."""
+    conn = await aiosqlite.connect(path.resolve().as_uri() + "?mode=ro", uri=True)
+    conn.row_factory = aiosqlite.Row
+    return conn
+
+
+async def list_jobs(
+    conn: aiosqlite.Connection, *, status: str | None, limit: int, offset: int
+) -> list[dict[str, Any]]:
+    where, params = ("WHERE status = ?", [status]) if status else ("", [])
+    sql = (
+        f"SELECT * FROM jobs {where} "  # noqa: S608 - fixed text, values are bound
+        "ORDER BY coalesce(created_ts, first_seen_at) DESC, id LIMIT ? OFFSET ?"
+    )
+    async with conn.execute(sql, (*params, limit, offset)) as cursor:
+        return [job_json(row) for row in await cursor.fetchall()]
+
+
+async def count_jobs(conn: aiosqlite.Connection, status: str | None) -> int:
+    where, params = ("WHERE status = ?", [status]) if status else ("", [])
+    sql = f"SELECT count(*) FROM jobs {where}"  # noqa: S608 - fixed text
+    async with conn.execute(sql, params) as cursor:
+        row = await cursor.fetchone()
+    return int(row[0]) if row else 0
+
+
+async def get_job(conn: aiosqlite.Connection, job_id: str) -> dict[str, Any] | None:
+    async with conn.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)) as cursor:
+        row = await cursor.fetchone()
+    if row is None:
+        return None
+    job = job_json(row)
+    async with conn.execute(
+        "SELECT webhook_id, kind, status, received_at, body_bytes, signature, outcome"
+        " FROM deliveries WHERE job_id = ? ORDER BY received_at, rowid",
+        (job_id,),
+    ) as cursor:
+        job["history"] = [
+            {**dict(item), "received_at": _iso(item["received_at"])}
+            for item in await cursor.fetchall()
+        ]
+    return job
+
+
+async def read_logs(
+    conn: aiosqlite.Connection, job_id: str, offset: int
+) -> tuple[bytes, int] | None:
+    """The stored log bytes after `offset`, and the total size; None if no job."""
+    async with conn.execute(
+        "SELECT logs_bytes FROM jobs WHERE id = ?", (job_id,)
+    ) as cursor:
+        row = await cursor.fetchone()
+    if row is None:
+        return None
+    total = int(row[0])
+    async with conn.execute(
+        "SELECT start_byte, data FROM job_log_chunks"
+        " WHERE job_id = ? AND start_byte + length(data) > ? ORDER BY start_byte",
+        (job_id, offset),
+    ) as cursor:
+        chunks = await cursor.fetchall()
+    chunks = list(chunks)
+    data = b"".join(chunk["data"] for chunk in chunks)
+    skip = offset - chunks[0]["start_byte"] if chunks else 0
+    return data[max(skip, 0) :], total
+
+
+def job_json(row: aiosqlite.Row) -> dict[str, Any]:
+    job: dict[str, Any] = {}
+    for name in row.keys():  # noqa: SIM118 - sqlite rows are not mappings
+        value = row[name]
+        if name in _HIDDEN:
+            continue
+        if name in _JSON_COLUMNS:
+            job[_JSON_COLUMNS[name]] = None if value is None else json.loads(value)
+        elif name in _TIMES:
+            job[name] = _iso(value)
+        elif name == "data_removed":
+            job[name] = None if value is None else bool(value)
+        else:
+            job[name] = value
+    return job
+
+
+def _iso(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).isoformat().replace("+00:00", "Z")

@@ -1,0 +1,1 @@
+"""Receiving: client address, body, signature and the webhook route."""

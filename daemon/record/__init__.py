@@ -1,0 +1,1 @@
+"""Recording: the SQLite schema, the single writer and the job state machine."""

@@ -1,0 +1,72 @@
+"""Fixtures: the real app factory on a loopback port, backed by a real SQLite file."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient
+
+from daemon.app import create_app
+from daemon.config import Settings, load_settings
+from tests.helpers import DaemonProcess, new_secret
+
+ClientFactory = Callable[..., Awaitable[TestClient[Any, Any]]]
+
+
+@pytest.fixture
+def secret() -> str:
+    return new_secret()
+
+
+@pytest.fixture
+def make_settings(tmp_path: Path, secret: str) -> Callable[..., Settings]:
+    """Settings as the daemon builds them; keyword arguments are env overrides."""
+
+    def build(*, env: dict[str, str] | None = None, toml: str | None = None,
+              **overrides: Any) -> Settings:
+        environ = {"REPLICATE_WEBHOOK_SECRET": secret, **(env or {})}
+        config_path = None
+        if toml is not None:
+            config_path = str(tmp_path / "config.toml")
+            Path(config_path).write_text(toml)
+        dotted = {"server.data_dir": str(tmp_path / "data")}
+        dotted.update({key.replace("__", "."): value for key, value in overrides.items()})
+        return load_settings(environ, config_path=config_path, overrides=dotted)
+
+    return build
+
+
+@pytest.fixture
+def daemon_client(
+    aiohttp_client: Any, make_settings: Callable[..., Settings]
+) -> ClientFactory:
+    """Start the production app on 127.0.0.1 and return an HTTP client for it."""
+
+    async def start(settings: Settings | None = None, **kwargs: Any) -> TestClient[Any, Any]:
+        app = create_app(settings or make_settings(**kwargs))
+        client: TestClient[Any, Any] = await aiohttp_client(app)
+        return client
+
+    return start
+
+
+@pytest.fixture
+def daemon_process(tmp_path: Path, secret: str) -> Iterator[Callable[..., DaemonProcess]]:
+    """Factory for `replicate-webhookd serve` subprocesses, all stopped at teardown."""
+    started: list[DaemonProcess] = []
+
+    def start(**kwargs: Any) -> DaemonProcess:
+        kwargs.setdefault("data_dir", tmp_path / "data")
+        kwargs.setdefault("secret", secret)
+        proc = DaemonProcess(**kwargs).start()
+        started.append(proc)
+        return proc
+
+    yield start
+    for proc in started:
+        if proc.process is not None and proc.process.poll() is None:
+            proc.process.kill()
+            proc.process.wait(timeout=10)
