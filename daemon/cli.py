@@ -15,6 +15,7 @@ import asyncio
 import json
 import logging
 import os
+import sqlite3
 import sys
 import time
 from pathlib import Path
@@ -130,7 +131,7 @@ def _serve(args: argparse.Namespace) -> int:
     settings = _settings(args, require_secret=True)
     try:
         asyncio.run(serve(settings))
-    except OSError as exc:
+    except (OSError, sqlite3.Error) as exc:
         print(f"replicate-webhookd: cannot start: {exc}", file=sys.stderr)
         return 1
     return 0

@@ -11,12 +11,14 @@ not an address is an error, so a garbled header can never widen access.
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Iterable, Mapping, Sequence
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 FORWARDED_FOR = "x-forwarded-for"
+_BRACKETED = re.compile(r"\[([^\]]+)\](?::\d+)?")
 
 
 class ClientAddressError(ValueError):
@@ -39,11 +41,16 @@ def parse_network(text: str) -> IPNetwork:
 def parse_address(text: str) -> IPAddress:
     """Parse one address as written by a peer or a proxy, unmapping IPv4-in-IPv6."""
     value = text.strip()
-    if value.startswith("[") and "]" in value:  # "[2001:db8::1]:443"
-        value = value[1 : value.index("]")]
+    bracketed = _BRACKETED.fullmatch(value)  # "[2001:db8::1]:443"
+    if bracketed:
+        value = bracketed[1]
     elif value.count(":") == 1:  # "203.0.113.9:51234"
-        value = value.partition(":")[0]
-    value = value.partition("%")[0]  # drop an IPv6 zone id
+        value, _, port = value.partition(":")
+        if not port.isdigit():
+            raise ClientAddressError("not an IP address")
+    value, percent, zone = value.partition("%")  # drop an IPv6 zone id
+    if percent and not zone:
+        raise ClientAddressError("not an IP address")
     try:
         address = ipaddress.ip_address(value)
     except ValueError:
@@ -76,7 +83,10 @@ def resolve_client(
 
     lines = header_lines.get(header_name.lower(), ())
     if not lines:
-        return address  # the proxy itself, or a request it did not forward
+        # Not relayed: a request made from the proxy's own host (a local health
+        # check or admin call). Trusting a proxy means trusting it to always set
+        # the header on everything it relays.
+        return address
     if header_name.lower() == FORWARDED_FOR:
         return _rightmost_untrusted(lines, trusted_proxies)
     if len(lines) > 1:

@@ -80,9 +80,9 @@ def parse_body(raw: bytes) -> Event:
     job_id, status = body.get("id"), body.get("status")
     if not isinstance(job_id, str) or not isinstance(status, str):
         raise BodyError(422, "missing_fields", "body needs string 'id' and 'status'")
-    if len(job_id) > limits.MAX_JOB_ID_CHARS or not _JOB_ID.match(job_id):
+    if len(job_id) > limits.MAX_JOB_ID_CHARS or not _JOB_ID.fullmatch(job_id):
         raise BodyError(422, "invalid_id", "'id' must be letters, digits, - or _")
-    if len(status) > limits.MAX_STATUS_CHARS or not _STATUS.match(status):
+    if len(status) > limits.MAX_STATUS_CHARS or not _STATUS.fullmatch(status):
         raise BodyError(422, "invalid_status", "'status' must be lower-case letters")
 
     output = body.get("output")

@@ -107,13 +107,16 @@ def _update_job(
     changes: dict[str, Any] = {}
     logs_allowed = True
     if is_terminal(current):
-        changes = _missing_fields(job, event)
-        logs_allowed = job["logs_bytes"] == 0
         if is_terminal(event.status) and event.status != current:
+            # A conflicting terminal body is recorded, never applied, even to
+            # empty fields: a failed job must not gain a succeeded job's output.
+            logs_allowed = False
             outcome = "conflict"
             if job["conflict_status"] is None:
                 changes["conflict_status"] = event.status
         else:
+            changes = _missing_fields(job, event)
+            logs_allowed = job["logs_bytes"] == 0
             outcome = "filled" if changes else "ignored"
     elif status_rank(event.status) > status_rank(current):
         changes = {"status": event.status, **event.fields}

@@ -18,6 +18,7 @@ Errors:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import queue
 import sqlite3
@@ -134,7 +135,9 @@ class Writer:
             for item in batch:
                 item.error = failure
         for item in batch:
-            item.loop.call_soon_threadsafe(_resolve, item)
+            # RuntimeError: the caller's loop is gone, so nobody is waiting.
+            with contextlib.suppress(RuntimeError):
+                item.loop.call_soon_threadsafe(_resolve, item)
 
 
 def _run_in_savepoint(conn: sqlite3.Connection, item: _Item) -> None:
