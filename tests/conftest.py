@@ -25,15 +25,18 @@ def secret() -> str:
 def make_settings(tmp_path: Path, secret: str) -> Callable[..., Settings]:
     """Settings as the daemon builds them; keyword arguments are env overrides."""
 
-    def build(*, env: dict[str, str] | None = None, toml: str | None = None,
-              **overrides: Any) -> Settings:
+    def build(
+        *, env: dict[str, str] | None = None, toml: str | None = None, **overrides: Any
+    ) -> Settings:
         environ = {"REPLICATE_WEBHOOK_SECRET": secret, **(env or {})}
         config_path = None
         if toml is not None:
             config_path = str(tmp_path / "config.toml")
             Path(config_path).write_text(toml)
         dotted = {"server.data_dir": str(tmp_path / "data")}
-        dotted.update({key.replace("__", "."): value for key, value in overrides.items()})
+        dotted.update(
+            {key.replace("__", "."): value for key, value in overrides.items()}
+        )
         return load_settings(environ, config_path=config_path, overrides=dotted)
 
     return build
@@ -45,7 +48,9 @@ def daemon_client(
 ) -> ClientFactory:
     """Start the production app on 127.0.0.1 and return an HTTP client for it."""
 
-    async def start(settings: Settings | None = None, **kwargs: Any) -> TestClient[Any, Any]:
+    async def start(
+        settings: Settings | None = None, **kwargs: Any
+    ) -> TestClient[Any, Any]:
         app = create_app(settings or make_settings(**kwargs))
         client: TestClient[Any, Any] = await aiohttp_client(app)
         return client
@@ -54,7 +59,9 @@ def daemon_client(
 
 
 @pytest.fixture
-def daemon_process(tmp_path: Path, secret: str) -> Iterator[Callable[..., DaemonProcess]]:
+def daemon_process(
+    tmp_path: Path, secret: str
+) -> Iterator[Callable[..., DaemonProcess]]:
     """Factory for `replicate-webhookd serve` subprocesses, all stopped at teardown."""
     started: list[DaemonProcess] = []
 

@@ -72,8 +72,12 @@ def cli_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def run_cli(*args: str, env: dict[str, str] | None = None, stdin: bytes | None = None,
-            timeout: float = 30) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    *args: str,
+    env: dict[str, str] | None = None,
+    stdin: bytes | None = None,
+    timeout: float = 30,
+) -> subprocess.CompletedProcess[str]:
     """Run the real console entry point (`python -m daemon`) in a subprocess."""
     return subprocess.run(
         [sys.executable, "-m", "daemon", *args],
@@ -111,8 +115,17 @@ class DaemonProcess:
         env = cli_env(REPLICATE_WEBHOOK_SECRET=self.secret, **self.extra_env)
         with self.log_path.open("wb") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "daemon", "serve", "--port", "0",
-                 "--data-dir", str(self.data_dir), *self.extra_args],
+                [
+                    sys.executable,
+                    "-m",
+                    "daemon",
+                    "serve",
+                    "--port",
+                    "0",
+                    "--data-dir",
+                    str(self.data_dir),
+                    *self.extra_args,
+                ],
                 env=env,
                 stdout=log,
                 stderr=subprocess.STDOUT,

@@ -6,7 +6,9 @@ from tests.helpers import WEBHOOK_PATH, payload, signed_headers
 async def test_signed_training_snapshot_is_recorded_and_readable(daemon_client, secret):
     client = await daemon_client()
     body = payload("training_succeeded.json")
-    response = await client.post(WEBHOOK_PATH, data=body, headers=signed_headers(secret, body))
+    response = await client.post(
+        WEBHOOK_PATH, data=body, headers=signed_headers(secret, body)
+    )
     assert response.status == 200, await response.text()
     job = await (await client.get("/api/jobs/k7m3x9q2v5rgc0cm4z1b8n6w2t")).json()
     assert job["status"] == "succeeded"
