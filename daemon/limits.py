@@ -34,6 +34,10 @@ COMMIT_WAIT_S = 0.9
 RETRY_AFTER_S = 5
 # Group commit: one transaction carries at most this many deliveries.
 WRITE_BATCH_MAX = 256
+# The WAL is checkpointed every 256 pages (1 MiB with 4 KiB pages) and cut back to
+# 1 MiB after a checkpoint, so that it does not stay at SQLite's default 4 MB peak.
+WAL_CHECKPOINT_PAGES = 256
+WAL_KEEP_BYTES = 1024 * 1024
 
 # Lifecycle: in-flight requests get this long to finish after SIGTERM.
 SHUTDOWN_GRACE_S = 10.0
@@ -41,3 +45,20 @@ SHUTDOWN_GRACE_S = 10.0
 # Read API paging.
 JOBS_PAGE_DEFAULT = 50
 JOBS_PAGE_MAX = 500
+
+# Delivery of outputs. Replicate deletes outputs about an hour after a job ends, so
+# the first attempts come quickly and the backoff stays well inside that hour.
+DELIVERY_MAX_ATTEMPTS = 8
+DELIVERY_BACKOFF_BASE_S = 2.0
+DELIVERY_BACKOFF_MAX_S = 300.0
+# 404/410 means the file is gone; a couple more tries cover a passing glitch.
+SOURCE_EXPIRED_ATTEMPTS = 3
+# A worker renews its lease every third of it; a crashed worker's task is taken
+# up again once the lease has run out.
+DELIVERY_LEASE_S = 60.0
+DELIVERY_POLL_S = 1.0
+DOWNLOAD_CHUNK_BYTES = 1024 * 1024
+# A trained model is a few GiB at most; the cap stops a runaway response.
+MAX_OUTPUT_FILE_BYTES = 64 * 1024**3
+MAX_OUTPUT_NAME_BYTES = 200
+PROGRESS_LOG_S = 10.0

@@ -3,6 +3,12 @@
 Stopping closes the listening socket first, gives in-flight requests
 `SHUTDOWN_GRACE_S` to finish, closes the database after its last commit, and logs
 one summary line of what was accepted and refused.
+
+aiohttp's own shutdown closes every connection before it waits, and a closed
+connection drops the rest of a request body still arriving, so a slow upload in
+flight would never finish. The grace is therefore given here first: idle
+connections are closed, connections with a request in flight are only told not to
+keep alive, and their bodies are still read until the handlers are done.
 """
 
 from __future__ import annotations
@@ -11,20 +17,25 @@ import asyncio
 import logging
 import signal
 import time
+from collections import Counter
 
 from aiohttp import web
+from aiohttp.web_protocol import RequestHandler
 
 from daemon import limits
 from daemon.access import WEBHOOK_PATH
 from daemon.app import create_app
 from daemon.appkeys import STATS
 from daemon.config import Settings
+from daemon.errors import Handler
 
 log = logging.getLogger(__name__)
 
 
 async def serve(settings: Settings) -> None:
     app = create_app(settings)
+    in_flight = _InFlight()
+    app.middlewares.insert(0, in_flight.middleware)
     runner = web.AppRunner(app, handle_signals=False, access_log=None)
     await runner.setup()
     site = web.TCPSite(
@@ -51,7 +62,58 @@ async def serve(settings: Settings) -> None:
         "stopping: no new connections, %.0f s grace for requests in flight",
         limits.SHUTDOWN_GRACE_S,
     )
+    await _finish_in_flight(runner, in_flight, limits.SHUTDOWN_GRACE_S)
     await runner.cleanup()
     log.info(
         "stopped after %.0f s: %s", time.monotonic() - started, app[STATS].summary()
     )
+
+
+class _InFlight:
+    """The connections whose request is being handled right now."""
+
+    def __init__(self) -> None:
+        self.connections: Counter[RequestHandler] = Counter()
+        self.idle = asyncio.Event()
+        self.idle.set()
+
+    @web.middleware
+    async def middleware(
+        self, request: web.Request, handler: Handler
+    ) -> web.StreamResponse:
+        connection = request.protocol
+        self.connections[connection] += 1
+        self.idle.clear()
+        try:
+            return await handler(request)
+        finally:
+            self.connections[connection] -= 1
+            if self.connections[connection] <= 0:
+                del self.connections[connection]
+            if not self.connections:
+                self.idle.set()
+
+
+async def _finish_in_flight(
+    runner: web.AppRunner, in_flight: _InFlight, grace_s: float
+) -> None:
+    """Stop listening, close idle connections, let requests in flight finish."""
+    for site in runner.sites:
+        await site.stop()
+    server = runner.server
+    for connection in server.connections if server else []:
+        if connection in in_flight.connections:
+            connection.keep_alive(False)  # answer, then close
+        else:
+            connection.close()
+    try:
+        async with asyncio.timeout(grace_s):
+            await in_flight.idle.wait()
+    except TimeoutError:
+        log.warning(
+            "%d requests still in flight after %.0f s: closing their connections",
+            len(in_flight.connections),
+            grace_s,
+        )
+        for connection in list(in_flight.connections):
+            connection.force_close()
