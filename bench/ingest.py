@@ -438,7 +438,7 @@ def stored_webhook_ids(path: Path, prefix: str) -> set[str]:
     conn = sqlite3.connect(path.resolve().as_uri() + "?mode=ro", uri=True)
     try:
         rows = conn.execute(
-            "SELECT webhook_id FROM deliveries WHERE webhook_id LIKE ?",
+            "SELECT webhook_id FROM webhook_deliveries WHERE webhook_id LIKE ?",
             (prefix + "%",),
         ).fetchall()
     finally:

@@ -26,7 +26,7 @@ CREATE TABLE jobs (
 CREATE INDEX jobs_by_created ON jobs (created_ts DESC, id);
 CREATE INDEX jobs_by_status ON jobs (status, created_ts DESC);
 
-CREATE TABLE deliveries (
+CREATE TABLE webhook_deliveries (
     webhook_id TEXT PRIMARY KEY,
     job_id TEXT NOT NULL REFERENCES jobs (id),
     kind TEXT NOT NULL,
@@ -38,7 +38,7 @@ CREATE TABLE deliveries (
     outcome TEXT NOT NULL
 ) STRICT;
 
-CREATE INDEX deliveries_by_job ON deliveries (job_id, received_at);
+CREATE INDEX webhook_deliveries_by_job ON webhook_deliveries (job_id, received_at);
 
 CREATE TABLE daemon_state (
     key TEXT PRIMARY KEY,

@@ -104,7 +104,7 @@ async def stream_and_kill(
 
 def stored_deliveries(database: Path) -> dict[str, str]:
     with _read_only(database) as conn:
-        return dict(conn.execute("SELECT webhook_id, job_id FROM deliveries"))
+        return dict(conn.execute("SELECT webhook_id, job_id FROM webhook_deliveries"))
 
 
 def inconsistencies(database: Path) -> list[str]:
@@ -116,7 +116,7 @@ def inconsistencies(database: Path) -> list[str]:
         foreign = conn.execute("PRAGMA foreign_key_check").fetchall()
         problems += [f"foreign key: {row}" for row in foreign]
         orphans = conn.execute(
-            "SELECT d.webhook_id, d.job_id FROM deliveries d"
+            "SELECT d.webhook_id, d.job_id FROM webhook_deliveries d"
             " LEFT JOIN jobs j ON j.id = d.job_id WHERE j.id IS NULL"
         ).fetchall()
         problems += [f"delivery {w} has no job {j}" for w, j in orphans]
@@ -130,7 +130,9 @@ def _job_problems(
     conn: sqlite3.Connection, job_id: str, status: str, logs_bytes: int, sha: str
 ) -> list[str]:
     problems = []
-    rows = conn.execute("SELECT status FROM deliveries WHERE job_id = ?", (job_id,))
+    rows = conn.execute(
+        "SELECT status FROM webhook_deliveries WHERE job_id = ?", (job_id,)
+    )
     statuses = [row[0] for row in rows]
     if not statuses:
         problems.append(f"job {job_id} has no delivery")

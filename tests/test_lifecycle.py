@@ -150,7 +150,9 @@ async def refuses_new_connections(port: int, timeout_s: float = 3) -> bool:
 def stored_webhook_ids(database: Path) -> set[str]:
     conn = sqlite3.connect(database.resolve().as_uri() + "?mode=ro", uri=True)
     try:
-        return {row[0] for row in conn.execute("SELECT webhook_id FROM deliveries")}
+        return {
+            row[0] for row in conn.execute("SELECT webhook_id FROM webhook_deliveries")
+        }
     finally:
         conn.close()
 

@@ -53,8 +53,8 @@ def old_schema_database(tmp_path: Path) -> Path:
             (now, now),
         )
         conn.execute(
-            "INSERT INTO deliveries (webhook_id, job_id, kind, status, received_at,"
-            " body_bytes, body_sha256, signature, outcome)"
+            "INSERT INTO webhook_deliveries (webhook_id, job_id, kind, status,"
+            " received_at, body_bytes, body_sha256, signature, outcome)"
             " VALUES ('msg_old', 'oldjob', 'logs', 'processing', ?, 321, ?,"
             " 'v1 key 1', 'created')",
             (now, hashlib.sha256(b"old").hexdigest()),
@@ -103,7 +103,7 @@ def test_upgrade_moves_old_logs_into_chunks_and_keeps_rows(tmp_path):
             " WHERE job_id = 'nologs') FROM jobs WHERE id = 'nologs'"
         ).fetchone()
         delivery = conn.execute(
-            "SELECT job_id, body_bytes, outcome FROM deliveries"
+            "SELECT job_id, body_bytes, outcome FROM webhook_deliveries"
             " WHERE webhook_id = 'msg_old'"
         ).fetchone()
         columns = {row[1] for row in conn.execute("PRAGMA table_info(jobs)")}

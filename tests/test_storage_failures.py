@@ -71,7 +71,7 @@ def traces(database: Path, msg_id: str, job_id: str) -> dict[str, int]:
                 (value,),
             ).fetchone()[0]
             for table, column, value in (
-                ("deliveries", "webhook_id", msg_id),
+                ("webhook_deliveries", "webhook_id", msg_id),
                 ("jobs", "id", job_id),
                 ("job_log_chunks", "job_id", job_id),
             )
@@ -111,7 +111,7 @@ async def test_write_lock_held_elsewhere_answers_503_fast_and_retry_is_stored(
     assert elapsed < 1.5, f"the 503 took {elapsed:.2f} s"
     assert (ready_status, ready["error"]["code"]) == (503, "not_ready"), ready
     assert traces(database, msg_id, job_id) == {
-        "deliveries": 0,
+        "webhook_deliveries": 0,
         "jobs": 0,
         "job_log_chunks": 0,
     }
@@ -120,7 +120,7 @@ async def test_write_lock_held_elsewhere_answers_503_fast_and_retry_is_stored(
     assert status == 200, answer
     assert (answer["duplicate"], answer["outcome"]) == (False, "created"), answer
     assert traces(database, msg_id, job_id) == {
-        "deliveries": 1,
+        "webhook_deliveries": 1,
         "jobs": 1,
         "job_log_chunks": 1,
     }
@@ -160,13 +160,14 @@ async def test_disk_full_answers_503_keeps_nothing_and_every_200_is_stored(
 
     assert_refused_for_storage(answers[0])
     assert traces(database, msg_id, job_id) == {
-        "deliveries": 0,
+        "webhook_deliveries": 0,
         "jobs": 0,
         "job_log_chunks": 0,
     }
     for (status, answer, _), (_, small_id) in zip(answers[1:], small, strict=True):
         assert status in (200, 503), answer
-        stored = traces(database, small_id, answer.get("job_id", ""))["deliveries"]
+        found = traces(database, small_id, answer.get("job_id", ""))
+        stored = found["webhook_deliveries"]
         if status == 200:
             assert stored == 1, f"{small_id} was answered 200 but is not stored"
 

@@ -54,7 +54,7 @@ async def get_job(conn: aiosqlite.Connection, job_id: str) -> dict[str, Any] | N
     job = job_json(row)
     async with conn.execute(
         "SELECT webhook_id, kind, status, received_at, body_bytes, signature, outcome"
-        " FROM deliveries WHERE job_id = ? ORDER BY received_at, rowid",
+        " FROM webhook_deliveries WHERE job_id = ? ORDER BY received_at, rowid",
         (job_id,),
     ) as cursor:
         job["history"] = [

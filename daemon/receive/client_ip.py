@@ -10,6 +10,7 @@ not an address is an error, so a garbled header can never widen access.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -38,6 +39,7 @@ def parse_network(text: str) -> IPNetwork:
     return network
 
 
+@functools.lru_cache(maxsize=4096)
 def parse_address(text: str) -> IPAddress:
     """Parse one address as written by a peer or a proxy, unmapping IPv4-in-IPv6."""
     value = text.strip()

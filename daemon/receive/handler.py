@@ -124,12 +124,6 @@ def _delivery(
 
 async def _commit(request: web.Request, delivery: Delivery) -> Receipt:
     writer = request.app[WRITER]
-    unavailable = ApiError(
-        503,
-        "storage_unavailable",
-        "the delivery could not be stored; retry later",
-        headers={"Retry-After": str(limits.RETRY_AFTER_S)},
-    )
     try:
         async with asyncio.timeout(limits.COMMIT_WAIT_S):
             return await writer.submit(lambda conn: record_delivery(conn, delivery))
@@ -138,10 +132,19 @@ async def _commit(request: web.Request, delivery: Delivery) -> Receipt:
             409, "webhook_id_conflict", "webhook-id was seen before with another body"
         ) from None
     except (StorageUnavailable, TimeoutError):
-        raise unavailable from None
+        raise _unavailable() from None
     except Exception:
         log.exception("recording webhook-id=%s failed", delivery.webhook_id)
-        raise unavailable from None
+        raise _unavailable() from None
+
+
+def _unavailable() -> ApiError:
+    return ApiError(
+        503,
+        "storage_unavailable",
+        "the delivery could not be stored; retry later",
+        headers={"Retry-After": str(limits.RETRY_AFTER_S)},
+    )
 
 
 def _log_receipt(receipt: Receipt, msg_id: str, elapsed_ms: float) -> None:

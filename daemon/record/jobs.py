@@ -49,7 +49,7 @@ class Receipt:
 def record_delivery(conn: sqlite3.Connection, delivery: Delivery) -> Receipt:
     event = delivery.event
     seen = conn.execute(
-        "SELECT body_sha256 FROM deliveries WHERE webhook_id = ?",
+        "SELECT body_sha256 FROM webhook_deliveries WHERE webhook_id = ?",
         (delivery.webhook_id,),
     ).fetchone()
     job = conn.execute("SELECT * FROM jobs WHERE id = ?", (event.job_id,)).fetchone()
@@ -67,7 +67,7 @@ def record_delivery(conn: sqlite3.Connection, delivery: Delivery) -> Receipt:
         receipt = _update_job(conn, job, event, delivery.received_at)
 
     conn.execute(
-        "INSERT INTO deliveries (webhook_id, job_id, kind, status, received_at,"
+        "INSERT INTO webhook_deliveries (webhook_id, job_id, kind, status, received_at,"
         " body_bytes, body_sha256, signature, outcome)"
         " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (

@@ -134,10 +134,14 @@ class Writer:
             failure = StorageUnavailable(str(exc))
             for item in batch:
                 item.error = failure
+        # One wake-up per event loop for the whole batch, not one per item.
+        by_loop: dict[asyncio.AbstractEventLoop, list[_Item]] = {}
         for item in batch:
+            by_loop.setdefault(item.loop, []).append(item)
+        for loop, items in by_loop.items():
             # RuntimeError: the caller's loop is gone, so nobody is waiting.
             with contextlib.suppress(RuntimeError):
-                item.loop.call_soon_threadsafe(_resolve, item)
+                loop.call_soon_threadsafe(_resolve_all, items)
 
 
 def _run_in_savepoint(conn: sqlite3.Connection, item: _Item) -> None:
@@ -152,10 +156,11 @@ def _run_in_savepoint(conn: sqlite3.Connection, item: _Item) -> None:
     conn.execute("RELEASE item")
 
 
-def _resolve(item: _Item) -> None:
-    if item.future.done():  # the caller stopped waiting
-        return
-    if item.error is not None:
-        item.future.set_exception(item.error)
-    else:
-        item.future.set_result(item.result)
+def _resolve_all(items: list[_Item]) -> None:
+    for item in items:
+        if item.future.done():  # the caller stopped waiting
+            continue
+        if item.error is not None:
+            item.future.set_exception(item.error)
+        else:
+            item.future.set_result(item.result)
