@@ -9,15 +9,30 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 from collections.abc import AsyncIterator
 
+import aiohttp
 from aiohttp import web
 
+from daemon import limits
 from daemon.access import WEBHOOK_PATH, admin_middleware
-from daemon.appkeys import HMAC_KEYS, READER, SETTINGS, STATS, WRITER
+from daemon.appkeys import (
+    BODY_SLOTS,
+    HMAC_KEYS,
+    HTTP,
+    OUTPUT_PLAN,
+    READER,
+    SETTINGS,
+    STATS,
+    WORKERS,
+    WRITER,
+)
 from daemon.config import Settings
+from daemon.deliver import pipeline
 from daemon.errors import error_middleware
 from daemon.read import api, queries
+from daemon.read import deliveries as deliveries_api
 from daemon.receive.handler import receive_webhook
 from daemon.record.writer import Writer
 from daemon.stats import DeliveryStats
@@ -35,11 +50,17 @@ def create_app(settings: Settings) -> web.Application:
     app[SETTINGS] = settings
     app[HMAC_KEYS] = settings.hmac_keys()
     app[STATS] = DeliveryStats()
+    app[BODY_SLOTS] = asyncio.Semaphore(limits.MAX_BODIES_IN_FLIGHT)
+    app[OUTPUT_PLAN] = pipeline.output_plan(settings)
     app.cleanup_ctx.append(_database)
+    app.cleanup_ctx.append(_http_client)
+    app.cleanup_ctx.append(_delivery_workers)
     app.router.add_post(WEBHOOK_PATH, receive_webhook)
     app.router.add_get("/api/jobs", api.list_jobs)
     app.router.add_get("/api/jobs/{job_id}", api.get_job)
     app.router.add_get("/api/jobs/{job_id}/logs", api.get_logs)
+    app.router.add_get("/api/deliveries", deliveries_api.list_deliveries)
+    app.router.add_post("/api/deliveries/{task_id}/retry", deliveries_api.retry)
     app.router.add_get("/healthz", api.healthz)
     app.router.add_get("/readyz", api.readyz)
     return app
@@ -62,3 +83,35 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
     finally:
         await app[READER].close()
         await asyncio.to_thread(writer.close)
+
+
+async def _http_client(app: web.Application) -> AsyncIterator[None]:
+    """Outbound HTTP for output downloads: bounded waits, an optional extra CA."""
+    delivery = app[SETTINGS].delivery
+    context = ssl.create_default_context()
+    if delivery.ca_file is not None:
+        context.load_verify_locations(cafile=str(delivery.ca_file))
+    timeout = aiohttp.ClientTimeout(
+        sock_connect=limits.HTTP_CONNECT_TIMEOUT_S, sock_read=limits.HTTP_READ_TIMEOUT_S
+    )
+    session = aiohttp.ClientSession(
+        timeout=timeout,
+        connector=aiohttp.TCPConnector(ssl=context),
+        trust_env=True,  # HTTPS_PROXY / NO_PROXY
+        auto_decompress=False,  # stored bytes must be the bytes served
+    )
+    app[HTTP] = session
+    try:
+        yield
+    finally:
+        await session.close()
+
+
+async def _delivery_workers(app: web.Application) -> AsyncIterator[None]:
+    workers = pipeline.build_workers(app[SETTINGS], app[WRITER], app[HTTP])
+    app[WORKERS] = workers
+    workers.start()
+    try:
+        yield
+    finally:
+        await workers.stop()

@@ -4,6 +4,8 @@ serve             run the daemon
 migrate           apply pending database migrations and exit
 jobs              list recorded jobs as a table
 job ID            one job's details and history (--logs for its log)
+deliveries        list output delivery tasks (--job, --state)
+retry ID          queue a failed delivery task again
 verify-signature  check one delivery by hand: prints valid, invalid or expired
 sign              print the three signature headers for a body, for curl tests
 """
@@ -18,11 +20,13 @@ import os
 import sqlite3
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from daemon import __version__
 from daemon.config import SECRET_ENV, ConfigError, Settings, load_settings
+from daemon.deliver import queue
 from daemon.read import queries
 from daemon.receive import signature
 from daemon.record import db
@@ -34,8 +38,8 @@ EXIT_CONFIG = 2
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    _configure_logging()
     try:
+        _configure_logging()
         return int(args.run(args))
     except ConfigError as exc:
         print(f"replicate-webhookd: configuration error: {exc}", file=sys.stderr)
@@ -71,6 +75,14 @@ def _parser() -> argparse.ArgumentParser:
     job.add_argument("--logs", action="store_true", help="print the job's log")
     job.add_argument("--json", action="store_true", help="print JSON")
 
+    tasks = _command(commands, "deliveries", _deliveries, "list delivery tasks")
+    tasks.add_argument("--job", help="only this job's tasks")
+    tasks.add_argument("--state", help="only tasks in this state")
+    tasks.add_argument("--json", action="store_true", help="print JSON")
+
+    again = _command(commands, "retry", _retry, "queue a failed delivery again")
+    again.add_argument("task_id", type=int, metavar="ID")
+
     check = commands.add_parser(
         "verify-signature", help="check a delivery's signature by hand"
     )
@@ -104,8 +116,16 @@ def _command(
 
 def _configure_logging() -> None:
     level = os.environ.get("REPLICATE_WEBHOOKD_LOG_LEVEL", "INFO").upper()
+    if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        raise ConfigError(
+            f"REPLICATE_WEBHOOKD_LOG_LEVEL: must be DEBUG, INFO, WARNING or ERROR, "
+            f"got {level!r}"
+        )
+    # Client libraries print request headers (credentials) at DEBUG: keep them quiet.
+    for noisy in ("botocore", "aiobotocore", "boto3", "urllib3", "httpx", "hf_xet"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     logging.basicConfig(
-        level=getattr(logging, level, logging.INFO),
+        level=getattr(logging, level),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
@@ -167,13 +187,23 @@ def _jobs(args: argparse.Namespace) -> int:
                 f"{predict:.1f}" if predict is not None else "-",
             )
         )
-    widths = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]))]
+    _print_table(rows)
+    return 0
+
+
+def _print_table(table: Sequence[Sequence[object]]) -> None:
+    rows = [[_terminal_safe(str(cell)) for cell in row] for row in table]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
         cells = (
             str(cell).ljust(width) for cell, width in zip(row, widths, strict=True)
         )
         print("  ".join(cells).rstrip())
-    return 0
+
+
+def _terminal_safe(text: str) -> str:
+    """Stored text comes from webhooks: show control characters, never send them."""
+    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
 
 
 def _job(args: argparse.Namespace) -> int:
@@ -195,13 +225,62 @@ def _job(args: argparse.Namespace) -> int:
     history = job.pop("history")
     for key, value in job.items():
         shown = json.dumps(value) if isinstance(value, dict | list) else value
-        print(f"{key:>16}: {'-' if shown is None else shown}")
+        print(f"{key:>16}: {'-' if shown is None else _terminal_safe(str(shown))}")
     print("\nhistory:")
     for item in history:
         print(
             f"  {item['received_at']}  {item['kind']:<9} {item['status']:<11} "
-            f"{item['outcome']:<9} {item['body_bytes']:>8} B  {item['webhook_id']}"
+            f"{item['outcome']:<9} {item['body_bytes']:>8} B  "
+            + _terminal_safe(item["webhook_id"])
         )
+    return 0
+
+
+def _deliveries(args: argparse.Namespace) -> int:
+    path = _existing_database(_settings(args, require_secret=False))
+    tasks = asyncio.run(_read(path, "tasks", args.job, args.state))
+    if args.json:
+        print(json.dumps(tasks, indent=2))
+        return 0
+    rows = [("ID", "JOB", "DEST", "STATE", "TRIES", "BYTES", "REASON")]
+    for task in tasks:
+        total = task["bytes_total"]
+        rows.append(
+            (
+                str(task["id"]),
+                task["job_id"],
+                task["destination"],
+                task["state"],
+                f"{task['attempts']}/{task['max_attempts']}",
+                f"{task['bytes_done']}/{'?' if total is None else total}",
+                task["reason"] or "-",
+            )
+        )
+    _print_table(rows)
+    return 0
+
+
+def _retry(args: argparse.Namespace) -> int:
+    settings = _settings(args, require_secret=False)
+    path = _existing_database(settings)
+    conn = db.connect(path, synchronous=settings.synchronous)
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            queue.retry(conn, args.task_id, time.time())
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+    except LookupError:
+        print(f"no delivery with id {args.task_id}", file=sys.stderr)
+        return 1
+    except queue.TaskStateError as exc:
+        print(str(exc), file=sys.stderr)
+        return 1
+    finally:
+        conn.close()
+    print(f"delivery {args.task_id} queued again; a running daemon picks it up")
     return 0
 
 
@@ -220,6 +299,9 @@ async def _read(path: Path, what: str, *args: Any) -> Any:
             return await queries.list_jobs(conn, status=status, limit=limit, offset=0)
         if what == "get":
             return await queries.get_job(conn, args[0])
+        if what == "tasks":
+            job_id, state = args
+            return await queries.fetch_tasks(conn, job_id=job_id, state=state)
         return await queries.read_logs(conn, args[0], 0)
     finally:
         await conn.close()

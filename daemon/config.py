@@ -7,14 +7,20 @@ of a secret); the command line turns it into exit code 2.
 TOML keys:
     [server]   host, port, data_dir, outputs_dir
     [webhook]  allowed_ips, trusted_proxies, client_ip_header,
-               timestamp_tolerance_s, max_body_bytes
+               timestamp_tolerance_s, max_body_bytes, body_timeout_s
+    [delivery] allowed_hosts, ca_file, max_attempts, lease_s, max_file_bytes,
+               concurrency, delete_local_after_publish
+    [hub]      model_id, private, concurrency
+    [s3]       bucket, key_template, endpoint_url, region, access_key_id,
+               secret_access_key, checksum, part_size_bytes, concurrency
     [database] synchronous ("normal": survives a crash of the process;
                "full": also survives power loss, at a lower delivery rate)
 
 Environment: REPLICATE_WEBHOOKD_CONFIG (the TOML path), REPLICATE_WEBHOOKD_HOST,
-_PORT, _DATA_DIR, _OUTPUTS_DIR, _ALLOWED_IPS, _TRUSTED_PROXIES, _CLIENT_IP_HEADER
-(lists separated by commas or spaces), REPLICATE_WEBHOOK_SECRET (one or more
-`whsec_` secrets separated by white space) and REPLICATE_WEBHOOKD_ADMIN_TOKEN.
+_PORT, _DATA_DIR, _OUTPUTS_DIR, _ALLOWED_IPS, _TRUSTED_PROXIES, _CLIENT_IP_HEADER,
+_OUTPUT_HOSTS (lists separated by commas or spaces), REPLICATE_WEBHOOK_SECRET (one
+or more `whsec_` secrets separated by white space), REPLICATE_WEBHOOKD_ADMIN_TOKEN
+and HF_TOKEN.
 """
 
 from __future__ import annotations
@@ -37,6 +43,8 @@ SECRET_ENV = "REPLICATE_WEBHOOK_SECRET"
 ADMIN_TOKEN_ENV = ENV_PREFIX + "ADMIN_TOKEN"
 SYNCHRONOUS_MODES = ("normal", "full")
 _HEADER_NAME = re.compile(r"^[A-Za-z0-9-]{1,64}$")
+_HOST = re.compile(r"^[A-Za-z0-9.-]{1,253}(:\d{1,5})?$")
+_REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 _DEFAULTS: dict[str, dict[str, Any]] = {
     "server": {
@@ -51,8 +59,31 @@ _DEFAULTS: dict[str, dict[str, Any]] = {
         "client_ip_header": limits.DEFAULT_CLIENT_IP_HEADER,
         "timestamp_tolerance_s": limits.TIMESTAMP_TOLERANCE_S,
         "max_body_bytes": limits.MAX_BODY_BYTES,
+        "body_timeout_s": limits.BODY_READ_TIMEOUT_S,
     },
     "database": {"synchronous": "normal"},
+    "delivery": {
+        "allowed_hosts": ["replicate.delivery"],
+        "ca_file": "",
+        "max_attempts": limits.DELIVERY_MAX_ATTEMPTS,
+        "backoff_base_s": limits.DELIVERY_BACKOFF_BASE_S,
+        "lease_s": limits.DELIVERY_LEASE_S,
+        "max_file_bytes": limits.MAX_OUTPUT_FILE_BYTES,
+        "concurrency": 2,
+        "delete_local_after_publish": False,
+    },
+    "hub": {"model_id": "", "private": True, "concurrency": 1},
+    "s3": {
+        "bucket": "",
+        "key_template": "{job_id}/{name}",
+        "endpoint_url": "",
+        "region": "",
+        "access_key_id": "",
+        "secret_access_key": "",
+        "checksum": "when_supported",
+        "part_size_bytes": limits.S3_PART_BYTES,
+        "concurrency": 2,
+    },
 }
 _ENV_KEYS = {
     "HOST": ("server", "host"),
@@ -62,7 +93,50 @@ _ENV_KEYS = {
     "ALLOWED_IPS": ("webhook", "allowed_ips"),
     "TRUSTED_PROXIES": ("webhook", "trusted_proxies"),
     "CLIENT_IP_HEADER": ("webhook", "client_ip_header"),
+    "OUTPUT_HOSTS": ("delivery", "allowed_hosts"),
+    "OUTPUTS_CA_FILE": ("delivery", "ca_file"),
 }
+
+
+@dataclass(frozen=True)
+class DeliverySettings:
+    allowed_hosts: tuple[str, ...]  # output hosts; their subdomains are allowed too
+    ca_file: Path | None  # extra CA bundle for output downloads
+    max_attempts: int
+    backoff_base_s: float  # first retry after about this long, doubling each time
+    lease_s: float
+    max_file_bytes: int
+    concurrency: int
+    delete_local_after_publish: bool
+
+
+@dataclass(frozen=True)
+class HubSettings:
+    model_id: str | None
+    private: bool
+    concurrency: int
+    token: Secret | None  # HF_TOKEN
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.model_id) and self.token is not None
+
+
+@dataclass(frozen=True)
+class S3Settings:
+    bucket: str | None
+    key_template: str
+    endpoint_url: str | None  # MinIO, Backblaze B2, ...: path-style addressing
+    region: str | None
+    access_key_id: Secret | None  # else the usual AWS environment and files
+    secret_access_key: Secret | None
+    checksum: str  # "when_required" for stores that reject the newer checksums
+    part_size_bytes: int
+    concurrency: int
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.bucket)
 
 
 class ConfigError(ValueError):
@@ -80,9 +154,13 @@ class Settings:
     client_ip_header: str
     timestamp_tolerance_s: int
     max_body_bytes: int
+    body_timeout_s: float
     synchronous: str
     webhook_keys: tuple[Secret, ...]  # base64 text of each HMAC key
     admin_token: Secret | None
+    delivery: DeliverySettings
+    hub: HubSettings
+    s3: S3Settings
 
     @property
     def database_path(self) -> Path:
@@ -120,7 +198,7 @@ def _read_toml(path: Path) -> dict[str, Any]:
             return tomllib.load(handle)
     except OSError as exc:
         raise ConfigError(f"config file {path}: {exc.strerror}") from None
-    except tomllib.TOMLDecodeError as exc:
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"config file {path}: not valid TOML ({exc})") from None
 
 
@@ -132,7 +210,8 @@ def _merge(values: dict[str, dict[str, Any]], loaded: dict[str, Any]) -> None:
             raise ConfigError(f"{section}: must be a table, got {keys!r}")
         for key, value in keys.items():
             if key not in values[section]:
-                raise ConfigError(f"{section}.{key}: unknown key (value {value!r})")
+                # The value is not shown: a misspelt key may well hold a secret.
+                raise ConfigError(f"{section}.{key}: unknown key")
             values[section][key] = value
 
 
@@ -166,10 +245,111 @@ def _validate(
         max_body_bytes=_integer(
             "webhook.max_body_bytes", webhook["max_body_bytes"], 1024, 1 << 30
         ),
+        body_timeout_s=_number(
+            "webhook.body_timeout_s", webhook["body_timeout_s"], 0.1, 3600
+        ),
         synchronous=synchronous.lower(),
         webhook_keys=_webhook_keys(env.get(SECRET_ENV, ""), require_secret),
         admin_token=Secret(admin) if admin else None,
+        delivery=_delivery(values["delivery"]),
+        hub=_hub(values["hub"], env),
+        s3=_s3(values["s3"]),
     )
+
+
+def _delivery(section: dict[str, Any]) -> DeliverySettings:
+    hosts = section["allowed_hosts"]
+    if isinstance(hosts, str):
+        hosts = hosts.replace(",", " ").split()
+    if not isinstance(hosts, list) or not all(
+        isinstance(h, str) and _HOST.match(h) for h in hosts
+    ):
+        raise ConfigError(
+            f"delivery.allowed_hosts: not a list of host names: {hosts!r}"
+        )
+    ca_file = section["ca_file"]
+    if ca_file and not Path(str(ca_file)).expanduser().is_file():
+        raise ConfigError(f"delivery.ca_file: no such file: {ca_file!r}")
+    return DeliverySettings(
+        allowed_hosts=tuple(h.lower() for h in hosts),
+        ca_file=Path(str(ca_file)).expanduser() if ca_file else None,
+        max_attempts=_integer("delivery.max_attempts", section["max_attempts"], 1, 100),
+        backoff_base_s=_number(
+            "delivery.backoff_base_s", section["backoff_base_s"], 0.01, 600
+        ),
+        lease_s=_number("delivery.lease_s", section["lease_s"], 1, 3600),
+        max_file_bytes=_integer(
+            "delivery.max_file_bytes", section["max_file_bytes"], 1, 1 << 50
+        ),
+        concurrency=_integer("delivery.concurrency", section["concurrency"], 1, 32),
+        delete_local_after_publish=_flag(
+            "delivery.delete_local_after_publish",
+            section["delete_local_after_publish"],
+        ),
+    )
+
+
+def _hub(section: dict[str, Any], env: Mapping[str, str]) -> HubSettings:
+    model_id = section["model_id"]
+    if model_id and (not isinstance(model_id, str) or not _REPO_ID.match(model_id)):
+        raise ConfigError(f"hub.model_id: not an owner/name repository: {model_id!r}")
+    token = env.get("HF_TOKEN", "").strip()
+    return HubSettings(
+        model_id=model_id or None,
+        private=_flag("hub.private", section["private"]),
+        concurrency=_integer("hub.concurrency", section["concurrency"], 1, 8),
+        token=Secret(token) if token else None,
+    )
+
+
+def _s3(section: dict[str, Any]) -> S3Settings:
+    template = section["key_template"]
+    if not isinstance(template, str) or "{name}" not in template:
+        raise ConfigError(f"s3.key_template: must contain {{name}}: {template!r}")
+    try:
+        template.format(job_id="j", name="n")
+    except (KeyError, IndexError, ValueError):
+        raise ConfigError(
+            f"s3.key_template: only {{job_id}} and {{name}} may be used: {template!r}"
+        ) from None
+    checksum = section["checksum"]
+    if checksum not in ("when_supported", "when_required"):
+        raise ConfigError(
+            f"s3.checksum: must be when_supported or when_required, got {checksum!r}"
+        )
+    endpoint = section["endpoint_url"]
+    if endpoint and not (isinstance(endpoint, str) and endpoint.startswith("http")):
+        raise ConfigError(f"s3.endpoint_url: not an http(s) URL: {endpoint!r}")
+    key_id, secret_key = section["access_key_id"], section["secret_access_key"]
+    if bool(key_id) != bool(secret_key):
+        raise ConfigError("s3.access_key_id: set both keys or neither (value hidden)")
+    return S3Settings(
+        bucket=str(section["bucket"]) or None,
+        key_template=template,
+        endpoint_url=endpoint or None,
+        region=str(section["region"]) or None,
+        access_key_id=Secret(str(key_id)) if key_id else None,
+        secret_access_key=Secret(str(secret_key)) if secret_key else None,
+        checksum=checksum,
+        part_size_bytes=_integer(
+            "s3.part_size_bytes", section["part_size_bytes"], 5 << 20, 5 << 30
+        ),
+        concurrency=_integer("s3.concurrency", section["concurrency"], 1, 16),
+    )
+
+
+def _flag(key: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(f"{key}: must be true or false, got {value!r}")
+    return value
+
+
+def _number(key: str, value: Any, low: float, high: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigError(f"{key}: must be a number, got {value!r}")
+    if not low <= value <= high:
+        raise ConfigError(f"{key}: must be between {low} and {high}, got {value!r}")
+    return float(value)
 
 
 def _text(key: str, value: Any) -> str:
@@ -179,7 +359,7 @@ def _text(key: str, value: Any) -> str:
 
 
 def _integer(key: str, value: Any, low: int, high: int) -> int:
-    if isinstance(value, str) and value.strip().isdigit():
+    if isinstance(value, str) and value.strip().isascii() and value.strip().isdigit():
         value = int(value.strip())
     if isinstance(value, bool) or not isinstance(value, int):
         raise ConfigError(f"{key}: must be a whole number, got {value!r}")

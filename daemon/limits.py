@@ -16,6 +16,19 @@ TIMESTAMP_TOLERANCE_S = 300
 # below this, and anything larger is more likely abuse than a real delivery.
 MAX_BODY_BYTES = 32 * 1024 * 1024
 BODY_READ_CHUNK_BYTES = 64 * 1024
+# A real delivery arrives in well under a second; a body still trickling in after
+# this long is a slow client or an attack holding a connection open.
+BODY_READ_TIMEOUT_S = 30.0  # default of webhook.body_timeout_s
+# Bodies buffered at once: bounds memory to this many times max_body_bytes however
+# many connections are open. Replicate sends a handful of deliveries at a time.
+MAX_BODIES_IN_FLIGHT = 32
+BODY_SLOT_WAIT_S = 0.5
+# Signature headers: several entries allow key rotation; dozens only serve an
+# attacker trying many keys with one request.
+MAX_SIGNATURE_ENTRIES = 16
+# HMAC keys shorter than this are guessable; Standard Webhooks keys are 24-64 bytes
+# (a published Svix example has 18).
+MIN_SECRET_BYTES = 16
 
 # Opaque identifiers: Replicate's ids are 26 characters and webhook ids are short;
 # the caps only stop a hostile header from bloating logs and the database.
@@ -62,3 +75,8 @@ DOWNLOAD_CHUNK_BYTES = 1024 * 1024
 MAX_OUTPUT_FILE_BYTES = 64 * 1024**3
 MAX_OUTPUT_NAME_BYTES = 200
 PROGRESS_LOG_S = 10.0
+# S3 multipart: 8 MiB parts keep memory bounded and stay above S3's 5 MiB minimum.
+S3_PART_BYTES = 8 * 1024 * 1024
+# Outbound HTTP: a dead host is noticed quickly; a stalled transfer within a minute.
+HTTP_CONNECT_TIMEOUT_S = 10.0
+HTTP_READ_TIMEOUT_S = 60.0

@@ -11,7 +11,7 @@ from aiohttp.test_utils import TestClient
 
 from daemon.app import create_app
 from daemon.config import Settings, load_settings
-from tests.helpers import DaemonProcess, new_secret
+from tests.helpers import SAFE_ENV, DaemonProcess, new_secret
 
 ClientFactory = Callable[..., Awaitable[TestClient[Any, Any]]]
 
@@ -28,7 +28,7 @@ def make_settings(tmp_path: Path, secret: str) -> Callable[..., Settings]:
     def build(
         *, env: dict[str, str] | None = None, toml: str | None = None, **overrides: Any
     ) -> Settings:
-        environ = {"REPLICATE_WEBHOOK_SECRET": secret, **(env or {})}
+        environ = {**SAFE_ENV, "REPLICATE_WEBHOOK_SECRET": secret, **(env or {})}
         config_path = None
         if toml is not None:
             config_path = str(tmp_path / "config.toml")
@@ -77,3 +77,28 @@ def daemon_process(
         if proc.process is not None and proc.process.poll() is None:
             proc.process.kill()
             proc.process.wait(timeout=10)
+
+
+# S3 on loopback (moto); defined beside the other fakes, registered here.
+from tests.fakes.s3 import moto_s3, moto_s3_process, s3_environment  # noqa: E402, F401
+
+
+@pytest.fixture
+async def fake_hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """A local Hugging Face Hub on 127.0.0.1; the real client is pointed at it only."""
+    from tests.fakes.hub import serve_fake_hub
+
+    async with serve_fake_hub(tmp_path / "hf_home", monkeypatch) as hub:
+        yield hub
+
+
+@pytest.fixture
+def output_server(tmp_path: Path) -> Iterator[Any]:
+    """An HTTPS output server on 127.0.0.1 with a throwaway CA (tests.fakes.outputs)."""
+    from tests.fakes.outputs import OutputServer
+
+    folder = tmp_path / "output-server"
+    folder.mkdir()
+    server = OutputServer(folder / "ca.pem").start()
+    yield server
+    server.stop()

@@ -66,8 +66,14 @@ def signed_headers(
     }
 
 
+# Tests never fetch from the real output host: outputs are allowed from loopback
+# test servers only, so a replicate.delivery URL in a payload ends blocked_host.
+SAFE_ENV = {"REPLICATE_WEBHOOKD_OUTPUT_HOSTS": "localhost"}
+
+
 def cli_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("REPLICATE_")}
+    env.update(SAFE_ENV)
     env.update(extra)
     return env
 

@@ -105,7 +105,7 @@ def refused_line(result) -> str:
             {},
             (),
             "server.listen_port",
-            "9000",
+            None,  # an unknown key's value is never echoed: it may be a secret
             id="unknown-toml-key",
         ),
         pytest.param(
@@ -178,8 +178,18 @@ def test_bare_base64_secret_without_prefix_is_accepted():
     bare = base64.b64encode(key).decode()
     settings = load_settings({SECRET_ENV: bare})
     assert settings.hmac_keys() == (key,)
-    unpadded = base64.b64encode(b"odd-length-key!").decode().rstrip("=")
-    assert load_settings({SECRET_ENV: unpadded}).hmac_keys() == (b"odd-length-key!",)
+    odd = b"odd-length-key!!!"  # 17 bytes: its base64 ends in padding
+    unpadded = base64.b64encode(odd).decode().rstrip("=")
+    assert load_settings({SECRET_ENV: unpadded}).hmac_keys() == (odd,)
+
+
+@pytest.mark.parametrize("weak", ["whsec_AA", "changeme", "whsec_" + "QUJD" * 3])
+def test_secret_shorter_than_16_bytes_is_refused_without_echoing_it(weak):
+    with pytest.raises(ConfigError) as refused:
+        load_settings({SECRET_ENV: weak})
+    message = str(refused.value)
+    assert SECRET_ENV in message
+    assert weak not in message
 
 
 async def test_daemon_accepts_deliveries_signed_with_a_bare_secret(

@@ -644,7 +644,11 @@ async def test_webhook_same_id_and_bytes_is_a_duplicate_that_changes_nothing(
         assert document["duplicate"] is True
         assert document["job_id"] == JOB_ID
         assert document["status"] == "succeeded"
-    assert await get_job(client, JOB_ID) == before
+    # Output delivery runs on its own schedule; the job's own record must not move.
+    after = await get_job(client, JOB_ID)
+    for document in (before, after):
+        document.pop("deliveries")
+    assert after == before
     assert await job_total(client) == 1
 
 

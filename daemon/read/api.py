@@ -19,10 +19,10 @@ log = logging.getLogger(__name__)
 
 async def list_jobs(request: web.Request) -> web.Response:
     status = request.query.get("status") or None
-    limit = _int_param(
+    limit = int_param(
         request, "limit", limits.JOBS_PAGE_DEFAULT, 1, limits.JOBS_PAGE_MAX
     )
-    offset = _int_param(request, "offset", 0, 0, 1 << 62)
+    offset = int_param(request, "offset", 0, 0, 1 << 62)
     conn = request.app[READER]
     jobs = await queries.list_jobs(conn, status=status, limit=limit, offset=offset)
     total = await queries.count_jobs(conn, status)
@@ -48,7 +48,7 @@ async def get_job(request: web.Request) -> web.Response:
 
 async def get_logs(request: web.Request) -> web.Response:
     job_id = request.match_info["job_id"]
-    offset = _int_param(request, "offset", 0, 0, 1 << 62)
+    offset = int_param(request, "offset", 0, 0, 1 << 62)
     found = await queries.read_logs(request.app[READER], job_id, offset)
     if found is None:
         raise ApiError(404, "job_not_found", f"no job with id {job_id!r}")
@@ -93,13 +93,14 @@ def _probe(conn: sqlite3.Connection) -> list[int]:
     return db.pending(conn)
 
 
-def _int_param(
+def int_param(
     request: web.Request, name: str, default: int, low: int, high: int
 ) -> int:
     raw = request.query.get(name)
     if raw is None or raw == "":
         return default
-    if not (raw.isascii() and raw.isdigit()) or not low <= int(raw) <= high:
+    digits = raw.isascii() and raw.isdigit() and len(raw) <= 19
+    if not digits or not low <= int(raw) <= high:
         raise ApiError(
             400,
             "invalid_parameter",

@@ -9,6 +9,8 @@ from typing import Any
 
 import aiosqlite
 
+from daemon import limits
+
 _JSON_COLUMNS = {
     "input_json": "input",
     "output_json": "output",
@@ -17,6 +19,11 @@ _JSON_COLUMNS = {
 }
 _HIDDEN = {"logs_sha256", "created_ts"}
 _TIMES = ("first_seen_at", "updated_at")
+_TASK_COLUMNS = (
+    "id, job_id, destination, state, attempts, max_attempts, next_attempt_at,"
+    " reason, message, bytes_done, bytes_total, result_json, created_at,"
+    " updated_at, finished_at"
+)
 
 
 async def open_reader(path: Path) -> aiosqlite.Connection:
@@ -57,8 +64,19 @@ async def get_job(conn: aiosqlite.Connection, job_id: str) -> dict[str, Any] | N
         " FROM webhook_deliveries WHERE job_id = ? ORDER BY received_at, rowid",
         (job_id,),
     ) as cursor:
-        job["history"] = [
-            {**dict(item), "received_at": _iso(item["received_at"])}
+        history = [
+            {**dict(item), "received_at": iso_time(item["received_at"])}
+            for item in await cursor.fetchall()
+        ]
+    job["history"] = history
+    job["deliveries"] = await fetch_tasks(conn, job_id=job_id)
+    async with conn.execute(
+        "SELECT name, url, size, sha256, completed_at FROM output_files"
+        " WHERE job_id = ? ORDER BY position",
+        (job_id,),
+    ) as cursor:
+        job["files"] = [
+            {**dict(item), "completed_at": _maybe_time(item["completed_at"])}
             for item in await cursor.fetchall()
         ]
     return job
@@ -96,7 +114,7 @@ def job_json(row: aiosqlite.Row) -> dict[str, Any]:
         if name in _JSON_COLUMNS:
             job[_JSON_COLUMNS[name]] = None if value is None else json.loads(value)
         elif name in _TIMES:
-            job[name] = _iso(value)
+            job[name] = iso_time(value)
         elif name == "data_removed":
             job[name] = None if value is None else bool(value)
         else:
@@ -104,5 +122,40 @@ def job_json(row: aiosqlite.Row) -> dict[str, Any]:
     return job
 
 
-def _iso(epoch: float) -> str:
+def iso_time(epoch: float) -> str:
     return datetime.fromtimestamp(epoch, UTC).isoformat().replace("+00:00", "Z")
+
+
+async def fetch_tasks(
+    conn: aiosqlite.Connection,
+    *,
+    task_id: int | None = None,
+    job_id: str | None = None,
+    state: str | None = None,
+    limit: int = limits.JOBS_PAGE_MAX,
+    offset: int = 0,
+) -> list[dict[str, Any]]:
+    clauses, params = [], []
+    for column, value in (("id", task_id), ("job_id", job_id), ("state", state)):
+        if value is not None:
+            clauses.append(f"{column} = ?")
+            params.append(value)
+    where = ("WHERE " + " AND ".join(clauses)) if clauses else ""
+    sql = (
+        f"SELECT {_TASK_COLUMNS} FROM output_tasks {where}"  # noqa: S608 - fixed columns
+        " ORDER BY id DESC LIMIT ? OFFSET ?"
+    )
+    async with conn.execute(sql, (*params, limit, offset)) as cursor:
+        return [task_json(row) for row in await cursor.fetchall()]
+
+
+def task_json(row: Any) -> dict[str, Any]:
+    task = dict(row)
+    task["result"] = json.loads(task.pop("result_json") or "null")
+    for name in ("next_attempt_at", "created_at", "updated_at", "finished_at"):
+        task[name] = _maybe_time(task[name])
+    return task
+
+
+def _maybe_time(epoch: float | None) -> str | None:
+    return None if epoch is None else iso_time(epoch)

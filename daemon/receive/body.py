@@ -8,22 +8,43 @@ Replicate does not compress, so decoding would only add a decompression-bomb ris
 
 from __future__ import annotations
 
+import asyncio
+
+import aiohttp
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from daemon import limits
 from daemon.errors import ApiError
 
 
-async def read_capped(request: web.Request, max_bytes: int) -> bytes:
-    encoding = request.headers.get("Content-Encoding", "identity").strip().lower()
-    if encoding not in ("", "identity"):
-        raise ApiError(
-            415, "unsupported_encoding", "Content-Encoding is not supported; send raw"
-        )
+def check_declared(request: web.Request, max_bytes: int) -> None:
+    """Refuse by the headers alone: any encoding (every line of it), or a size."""
+    for line in request.headers.getall("Content-Encoding", []):
+        if any(
+            part.strip().lower() not in ("", "identity") for part in line.split(",")
+        ):
+            raise ApiError(
+                415, "unsupported_encoding", "Content-Encoding is not supported"
+            )
     declared = request.content_length
     if declared is not None and declared > max_bytes:
         raise ApiError(413, "body_too_large", f"body is over {max_bytes} bytes")
 
+
+async def read_capped(request: web.Request, max_bytes: int, timeout_s: float) -> bytes:
+    """The whole body, within the size cap and the read timeout."""
+    try:
+        async with asyncio.timeout(timeout_s):
+            return await _read(request, max_bytes)
+    except TimeoutError:
+        response = ApiError(408, "body_timeout", f"body not received in {timeout_s} s")
+        raise response from None
+    except (ConnectionError, aiohttp.ClientPayloadError, HttpProcessingError):
+        raise ApiError(400, "incomplete_body", "the body ended early") from None
+
+
+async def _read(request: web.Request, max_bytes: int) -> bytes:
     body = bytearray()
     while True:
         chunk = await request.content.read(limits.BODY_READ_CHUNK_BYTES)

@@ -19,11 +19,19 @@ from aiohttp import web
 
 from daemon import limits
 from daemon.access import CLIENT_ADDRESS, client_of
-from daemon.appkeys import HMAC_KEYS, SETTINGS, STATS, WRITER
+from daemon.appkeys import (
+    BODY_SLOTS,
+    HMAC_KEYS,
+    OUTPUT_PLAN,
+    SETTINGS,
+    STATS,
+    WORKERS,
+    WRITER,
+)
 from daemon.errors import ApiError
-from daemon.receive.body import read_capped
+from daemon.receive.body import check_declared, read_capped
 from daemon.receive.client_ip import contains
-from daemon.receive.signature import Verification, verify
+from daemon.receive.signature import Verification, header_problem, verify
 from daemon.record.events import BodyError, Event, parse_body
 from daemon.record.jobs import Delivery, Receipt, WebhookIdConflict, record_delivery
 from daemon.record.writer import StorageUnavailable
@@ -72,9 +80,15 @@ async def _receive(request: web.Request) -> Receipt:
     if settings.allowed_ips and not contains(settings.allowed_ips, client):
         raise ApiError(403, "forbidden_ip", f"{client} is not in webhook.allowed_ips")
 
-    keys: tuple[bytes, ...] = request.app[HMAC_KEYS]
-    body = await read_capped(request, settings.max_body_bytes)
+    # Everything the headers alone can refuse is refused before the body is read.
+    check_declared(request, settings.max_body_bytes)
     msg_id, timestamp, signature = _signature_headers(request)
+    problem = header_problem(msg_id, timestamp, signature)
+    if problem:
+        raise ApiError(401, "invalid_signature", problem)
+
+    keys: tuple[bytes, ...] = request.app[HMAC_KEYS]
+    body = await _read_body(request, settings.max_body_bytes, settings.body_timeout_s)
     verification = verify(
         keys,
         msg_id,
@@ -93,6 +107,25 @@ async def _receive(request: web.Request) -> Receipt:
         raise ApiError(exc.status, exc.code, exc.message) from None
     delivery = _delivery(msg_id, body, verification, event)
     return await _commit(request, delivery)
+
+
+async def _read_body(request: web.Request, max_bytes: int, timeout_s: float) -> bytes:
+    """Read under a bounded number of body slots, so memory stays bounded."""
+    slots = request.app[BODY_SLOTS]
+    try:
+        async with asyncio.timeout(limits.BODY_SLOT_WAIT_S):
+            await slots.acquire()
+    except TimeoutError:
+        raise ApiError(
+            503,
+            "busy",
+            "too many deliveries in flight; retry later",
+            headers={"Retry-After": "1"},
+        ) from None
+    try:
+        return await read_capped(request, max_bytes, timeout_s)
+    finally:
+        slots.release()
 
 
 def _signature_headers(request: web.Request) -> tuple[str, str, str]:
@@ -123,10 +156,12 @@ def _delivery(
 
 
 async def _commit(request: web.Request, delivery: Delivery) -> Receipt:
-    writer = request.app[WRITER]
+    writer, plan = request.app[WRITER], request.app[OUTPUT_PLAN]
     try:
         async with asyncio.timeout(limits.COMMIT_WAIT_S):
-            return await writer.submit(lambda conn: record_delivery(conn, delivery))
+            receipt = await writer.submit(
+                lambda conn: record_delivery(conn, delivery, plan)
+            )
     except WebhookIdConflict:
         raise ApiError(
             409, "webhook_id_conflict", "webhook-id was seen before with another body"
@@ -136,6 +171,9 @@ async def _commit(request: web.Request, delivery: Delivery) -> Receipt:
     except Exception:
         log.exception("recording webhook-id=%s failed", delivery.webhook_id)
         raise _unavailable() from None
+    if receipt.tasks_created:
+        request.app[WORKERS].wake()
+    return receipt
 
 
 def _unavailable() -> ApiError:

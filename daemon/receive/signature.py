@@ -58,8 +58,11 @@ def decode_secret(text: str) -> bytes:
         key = base64.b64decode(padded, validate=True)
     except (binascii.Error, ValueError):
         raise ValueError("not valid base64 after the whsec_ prefix") from None
-    if not key:
-        raise ValueError("empty secret")
+    if len(key) < limits.MIN_SECRET_BYTES:
+        raise ValueError(
+            f"key is {len(key)} bytes; a signing secret has at least "
+            f"{limits.MIN_SECRET_BYTES}"
+        )
     return key
 
 
@@ -80,7 +83,7 @@ def verify(
     tolerance_s: int = limits.TIMESTAMP_TOLERANCE_S,
 ) -> Verification:
     """Check one delivery's headers against the raw body."""
-    problem = _header_problem(msg_id, timestamp, signature_header)
+    problem = header_problem(msg_id, timestamp, signature_header)
     if problem:
         return Verification(Verdict.INVALID, problem)
 
@@ -104,7 +107,8 @@ def _signed_content(msg_id: str, timestamp: str, body: bytes) -> bytes:
     return f"{msg_id}.{timestamp}.".encode("ascii") + body
 
 
-def _header_problem(msg_id: str, timestamp: str, signature_header: str) -> str | None:
+def header_problem(msg_id: str, timestamp: str, signature_header: str) -> str | None:
+    """Why the three headers cannot carry a valid signature, or None."""
     if not msg_id or len(msg_id) > limits.MAX_WEBHOOK_ID_CHARS:
         return "webhook-id is empty or too long"
     if not (msg_id.isascii() and msg_id.isprintable()):
@@ -117,6 +121,8 @@ def _header_problem(msg_id: str, timestamp: str, signature_header: str) -> str |
         return "webhook-signature is empty"
     if not signature_header.isascii():
         return "webhook-signature is not ASCII"
+    if len(signature_header.split()) > limits.MAX_SIGNATURE_ENTRIES:
+        return f"webhook-signature has over {limits.MAX_SIGNATURE_ENTRIES} entries"
     return None
 
 

@@ -20,6 +20,7 @@ from daemon.sensitive import mask_secrets
 
 ACTIVE_STATUSES = ("starting", "processing")  # anything else is terminal
 _JOB_ID = re.compile(r"^[A-Za-z0-9_-]+$")
+_SURROGATE = re.compile("[\ud800-\udfff]")
 _STATUS = re.compile(r"^[a-z_]+$")
 _KIND_BY_STATUS = {
     "starting": "start",
@@ -86,13 +87,17 @@ def parse_body(raw: bytes) -> Event:
         raise BodyError(422, "invalid_status", "'status' must be lower-case letters")
 
     output = body.get("output")
-    output_json = None if output is None else json.dumps(output)
     logs = body.get("logs")
+    try:
+        output_json = _dumps(output)
+        fields = _fields(body, output_json)
+    except RecursionError:
+        raise BodyError(400, "invalid_body", "body is nested too deeply") from None
     return Event(
         job_id=job_id,
         status=status,
         kind=_kind(status, output),
-        fields=_fields(body, output_json),
+        fields=fields,
         logs=logs if isinstance(logs, str) and logs else None,
         output_rank=output_rank(output_json),
     )
@@ -130,13 +135,9 @@ def _fields(body: dict[str, Any], output_json: str | None) -> dict[str, Any]:
         if isinstance(input_value, dict)
         else None,
         "output_json": output_json,
-        "error": error
-        if error is None or isinstance(error, str)
-        else json.dumps(error),
+        "error": _storable(error) if isinstance(error, str) else _dumps(error),
         "metrics_json": json.dumps(metrics) if metrics else None,
-        "predict_time_s": float(predict_time)
-        if isinstance(predict_time, int | float) and not isinstance(predict_time, bool)
-        else None,
+        "predict_time_s": _seconds(predict_time),
         "created_at": created_at,
         "created_ts": _epoch(created_at),
         "started_at": _timestamp(body.get("started_at")),
@@ -150,8 +151,29 @@ def _fields(body: dict[str, Any], output_json: str | None) -> dict[str, Any]:
     return {name: value for name, value in fields.items() if value is not None}
 
 
+def _seconds(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    try:
+        seconds = float(value)
+    except OverflowError:
+        return None
+    return seconds if math.isfinite(seconds) and seconds >= 0 else None
+
+
+def _dumps(value: Any) -> str | None:
+    return None if value is None else json.dumps(value)
+
+
 def _short_text(value: Any) -> str | None:
-    return value if isinstance(value, str) and 0 < len(value) <= 512 else None
+    if isinstance(value, str) and 0 < len(value) <= 512:
+        return _storable(value)
+    return None
+
+
+def _storable(text: str) -> str:
+    """Text SQLite can store: lone surrogates (from \\udXXX escapes) become U+FFFD."""
+    return _SURROGATE.sub("\ufffd", text)
 
 
 def _timestamp(value: Any) -> str | None:

@@ -11,11 +11,13 @@ Rules, from Replicate's advice on retries and ordering:
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import sqlite3
 from dataclasses import dataclass
 from typing import Any
 
+from daemon.deliver.queue import create_tasks
 from daemon.record.events import Event, is_terminal, output_rank, status_rank
 
 
@@ -40,13 +42,28 @@ class Receipt:
     previous_status: str | None
     outcome: str  # created | applied | updated | filled | ignored | conflict
     duplicate: bool = False
+    tasks_created: int = 0
+
+    @property
+    def succeeded_now(self) -> bool:
+        return self.status == "succeeded" and self.previous_status != "succeeded"
 
     @property
     def status_changed(self) -> bool:
         return self.status != self.previous_status
 
 
-def record_delivery(conn: sqlite3.Connection, delivery: Delivery) -> Receipt:
+@dataclass(frozen=True)
+class OutputPlan:
+    """Where a succeeded job's outputs go: queued in the same transaction."""
+
+    destinations: tuple[str, ...]  # publishers; the local copy is always first
+    max_attempts: int
+
+
+def record_delivery(
+    conn: sqlite3.Connection, delivery: Delivery, outputs: OutputPlan | None = None
+) -> Receipt:
     event = delivery.event
     seen = conn.execute(
         "SELECT body_sha256 FROM webhook_deliveries WHERE webhook_id = ?",
@@ -82,6 +99,15 @@ def record_delivery(conn: sqlite3.Connection, delivery: Delivery) -> Receipt:
             receipt.outcome,
         ),
     )
+    if outputs is not None and receipt.succeeded_now:
+        created = create_tasks(
+            conn,
+            event.job_id,
+            outputs.destinations,
+            delivery.received_at,
+            outputs.max_attempts,
+        )
+        receipt = dataclasses.replace(receipt, tasks_created=created)
     return receipt
 
 

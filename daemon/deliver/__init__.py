@@ -1,0 +1,1 @@
+"""Delivering: the durable task queue, the local download and the publishers."""
