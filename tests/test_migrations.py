@@ -228,3 +228,17 @@ def test_migration_with_a_failing_statement_is_rolled_back(tmp_path):
         conn.close()
     assert "half_done" not in tables
     assert versions(tmp_path / DB_NAME) == [m.version for m in db.known_migrations()]
+
+
+def test_migration_edited_after_it_was_applied_is_refused(tmp_path):
+    folder = tmp_path / "migrations"
+    shutil.copytree(db.migrations_dir(), folder)
+    conn = db.connect(tmp_path / "edited.sqlite3")
+    try:
+        assert db.migrate(conn, folder)
+        first = sorted(folder.glob("0001_*.sql"))[0]
+        first.write_text(first.read_text() + "\n-- edited in place\n")
+        with pytest.raises(db.SchemaError, match="changed after it was applied"):
+            db.migrate(conn, folder)
+    finally:
+        conn.close()

@@ -7,6 +7,7 @@ migration this code does not know (written by a newer daemon) is refused.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
 import sqlite3
@@ -31,6 +32,9 @@ class Migration:
     version: int
     name: str
     path: Path
+
+    def checksum(self) -> str:
+        return hashlib.sha256(self.path.read_bytes()).hexdigest()
 
 
 def migrations_dir() -> Path:
@@ -70,20 +74,22 @@ def connect(path: Path, *, synchronous: str = "normal") -> sqlite3.Connection:
     return conn
 
 
-def applied_versions(conn: sqlite3.Connection) -> set[int]:
+def applied_versions(conn: sqlite3.Connection) -> dict[int, str | None]:
+    """Applied migration versions with the sha256 of the SQL that was applied."""
     conn.execute(
         "CREATE TABLE IF NOT EXISTS schema_migrations ("
-        " version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at REAL NOT NULL"
-        ") STRICT"
+        " version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at REAL NOT NULL,"
+        " checksum TEXT) STRICT"
     )
-    return {row[0] for row in conn.execute("SELECT version FROM schema_migrations")}
+    rows = conn.execute("SELECT version, checksum FROM schema_migrations")
+    return {version: checksum for version, checksum in rows}
 
 
 def migrate(conn: sqlite3.Connection, folder: Path | None = None) -> list[str]:
     """Apply every pending migration; return the names applied."""
     migrations = known_migrations(folder)
     done = applied_versions(conn)
-    unknown = done - {m.version for m in migrations}
+    unknown = set(done) - {m.version for m in migrations}
     if unknown:
         raise SchemaError(
             f"database has migration {max(unknown):04d}, newer than this daemon knows"
@@ -91,11 +97,20 @@ def migrate(conn: sqlite3.Connection, folder: Path | None = None) -> list[str]:
     applied = []
     for migration in migrations:
         if migration.version in done:
+            _check_unchanged(migration, done[migration.version])
             continue
         _apply(conn, migration)
         applied.append(f"{migration.version:04d}_{migration.name}")
         log.info("applied migration %04d_%s", migration.version, migration.name)
     return applied
+
+
+def _check_unchanged(migration: Migration, recorded: str | None) -> None:
+    if recorded is not None and recorded != migration.checksum():
+        raise SchemaError(
+            f"migration {migration.version:04d}_{migration.name} changed after it was "
+            "applied to this database; restore the file (changes need a new migration)"
+        )
 
 
 def pending(conn: sqlite3.Connection) -> list[int]:
@@ -109,9 +124,9 @@ def _apply(conn: sqlite3.Connection, migration: Migration) -> None:
         for statement in _statements(migration.path.read_text("utf-8")):
             conn.execute(statement)
         conn.execute(
-            "INSERT INTO schema_migrations (version, name, applied_at)"
-            " VALUES (?, ?, ?)",
-            (migration.version, migration.name, time.time()),
+            "INSERT INTO schema_migrations (version, name, applied_at, checksum)"
+            " VALUES (?, ?, ?, ?)",
+            (migration.version, migration.name, time.time(), migration.checksum()),
         )
         conn.execute("COMMIT")
     except BaseException:
