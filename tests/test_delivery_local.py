@@ -136,9 +136,19 @@ async def sent_at_least(server: Any, url: str, count: int) -> None:
 
 @pytest.fixture
 def harness(
-    output_server: Any, daemon_client: Any, make_settings: Any, secret: str, tmp_path
+    output_server: Any,
+    daemon_client: Any,
+    make_settings: Any,
+    secret: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> Callable[..., Awaitable[Harness]]:
     # output_server first: it is then torn down after the app that talks to it.
+    # Only loopback hosts appear in these URLs (other hosts are checked by the
+    # pure host_allowed tests below), and no proxy may carry a request elsewhere.
+    for name in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy"):
+        monkeypatch.delenv(name, raising=False)
+
     async def start(*, env: dict[str, str] | None = None, **overrides: Any) -> Harness:
         outputs = tmp_path / "outputs"
         options: dict[str, Any] = {
@@ -274,8 +284,7 @@ async def test_job_that_succeeds_after_processing_gets_one_task(harness):
         "https://localhost:{other}/xezq/t/trained_model.tar",  # another port
         "https://localhost/xezq/t/trained_model.tar",  # default port
         "https://user:pw@localhost:{port}/xezq/t/trained_model.tar",  # credentials
-        "https://localhost.evil.test:{port}/xezq/t/trained_model.tar",
-        "https://replicate.delivery/xezq/t/trained_model.tar",  # not allowed in tests
+        "https://[::1]:{port}/xezq/t/trained_model.tar",
         "ftp://localhost:{port}/xezq/t/trained_model.tar",
     ],
 )

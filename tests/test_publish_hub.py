@@ -20,10 +20,6 @@ from daemon.deliver.publish import LocalFile, PublishRequest
 from daemon.sensitive import Secret
 from tests.fakes.hub import READ_TOKEN, TOKEN, FakeHub, enable_xet
 
-# huggingface_hub 2.4 sends LFS bytes with httpx2's deprecated `data=`; harmless.
-pytestmark = pytest.mark.filterwarnings(
-    "ignore:Use 'content=<...>' to upload raw bytes:DeprecationWarning"
-)
 REPO = "alice/outputs"
 BIG_BYTES = 15 * 1024 * 1024
 
@@ -60,7 +56,7 @@ async def test_missing_repo_is_created_private_and_gets_one_commit_of_all_files(
 ) -> None:
     contents = {
         "weights.safetensors": os.urandom(BIG_BYTES),
-        "adapter.bin": b"\0" + os.urandom(4096),
+        "adapter.bin": os.urandom(4096),
         "config.json": b'{"rank": 16}\n',
     }
     request = job(tmp_path / "out", "r8x2k", contents)
@@ -267,6 +263,18 @@ async def test_missing_token_is_permanent_without_calling_the_hub(
     assert isinstance(error, Permanent)
     assert error.code == "hub_token_missing"
     assert "HF_TOKEN not set" in error.message
+    assert fake_hub.calls == []
+
+
+async def test_job_without_files_is_permanent_without_calling_the_hub(
+    fake_hub: FakeHub,
+) -> None:
+    request = PublishRequest("empty", (), None, None)
+
+    error = await failure(HubPublisher(settings()), request)
+
+    assert isinstance(error, Permanent)
+    assert error.code == "hub_no_files"
     assert fake_hub.calls == []
 
 

@@ -36,19 +36,14 @@ from huggingface_hub.utils._http import default_client_factory
 TOKEN = "hf_fakeWriteToken0123456789abcdef"
 READ_TOKEN = "hf_fakeReadToken0123456789abcdef"
 USER = "alice"
-LFS_OVER_BYTES = (
-    10 * 1024 * 1024
-)  # like the Hub: bigger files, and binary ones, go to LFS
+# Like the Hub: big files, binary ones and the default .gitattributes patterns.
+LFS_OVER_BYTES = 10 * 1024 * 1024
+LFS_SUFFIXES = (".bin", ".safetensors", ".pt", ".pth", ".ckpt", ".gguf", ".tar", ".zip")
 DEAD_PROXY = "http://127.0.0.1:9"  # the discard port: nothing listens, nothing leaves
 LOOPBACK = "127.0.0.1,localhost,::1"
-_UNSET = (
-    "HF_TOKEN",
-    "HUGGING_FACE_HUB_TOKEN",
-    "HF_HUB_OFFLINE",
-    "HF_DEBUG",
-    "HF_XET_CACHE",
-)
-_UNSET += ("HF_XET_CLIENT_LEGACY_DIRECT_XORB_UPLOAD", "HF_XET_CLIENT_SHARD_API_VERSION")
+_UNSET = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_HUB_OFFLINE", "HF_DEBUG")
+_UNSET += ("HF_XET_CACHE", "HF_XET_CLIENT_LEGACY_DIRECT_XORB_UPLOAD")
+_UNSET += ("HF_XET_CLIENT_SHARD_API_VERSION",)
 _WRITES = {"create", "preupload", "lfs_batch", "lfs_verify", "commit", "xet_token"}
 _UNAUTHENTICATED = {"lfs_upload"}  # a presigned storage URL
 _CAS = {"xet_chunk", "xet_xorb", "xet_shard"}  # the short-lived Xet token instead
@@ -118,7 +113,11 @@ class FakeHub:
         delay_s: float = 0.0,
         message: str = "injected failure",
     ) -> None:
-        """Make the next `times` calls of `endpoint` wait `delay_s`, then fail."""
+        """Make the next `times` calls of `endpoint` wait `delay_s`, then fail.
+
+        With no `status` the call only stalls, then is answered as usual; its body
+        is read first, so a stalled commit still lands after the client gave up.
+        """
         fault = Fault(status, times, retry_after, delay_s, message)
         self._faults.setdefault(endpoint, []).append(fault)
 
@@ -245,6 +244,7 @@ class FakeHub:
         for item in (await request.json())["files"]:
             sample = base64.b64decode(item["sample"])
             lfs = item["size"] > LFS_OVER_BYTES or b"\0" in sample
+            lfs = lfs or item["path"].endswith(LFS_SUFFIXES)
             answers.append(
                 {"path": item["path"], "uploadMode": "lfs" if lfs else "regular"}
                 | {
