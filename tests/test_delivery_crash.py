@@ -162,7 +162,8 @@ def test_sigkill_mid_download_resumes_after_the_lease_and_ends_whole(setup):
 
     killed_at = time.monotonic()
     assert first.stop(signal.SIGKILL) == -signal.SIGKILL
-    s.server.release()  # the stalled response now finds nobody listening
+    # The stalled response stays stalled: released now, the fake could push the
+    # rest into the dead socket's buffer and count it as sent.
     assert part_size(s.outputs) == 2 * MIB
 
     second = s.start()
@@ -222,3 +223,50 @@ def test_sigterm_mid_download_gives_the_task_back_for_the_next_start(setup):
     assert task["attempts"] == 1  # the interrupted attempt was given back
     requests = s.server.requests(url)
     assert [r.range for r in requests] == [None, f"bytes={MIB}-"]
+
+
+def test_sigkill_mid_s3_upload_ends_with_one_whole_object(
+    setup, moto_s3_process, tmp_path
+):
+    import boto3
+
+    s = setup(2)
+    bucket = "crash-bucket"
+    s3 = boto3.client("s3", endpoint_url=moto_s3_process, region_name="us-east-1")
+    s3.create_bucket(Bucket=bucket)
+    with s.config.open("a") as config:
+        config.write(
+            f'[s3]\nbucket = "{bucket}"\nendpoint_url = "{moto_s3_process}"\n'
+            "part_size_bytes = 5242880\n"
+        )
+    data = blob(96 * MIB + 7)
+    url = s.server.add(data)
+    first = s.start()
+    post_success(first, s.secret, url)
+
+    def s3_running() -> bool:
+        _, page = request(first, "GET", f"/api/deliveries?job_id={JOB}")
+        states = {t["destination"]: t["state"] for t in page["deliveries"]}
+        return states.get("s3") == "running"
+
+    wait_for(s3_running, 60, "the S3 upload to start")
+    time.sleep(0.3)  # some parts are on their way
+    assert first.stop(signal.SIGKILL) == -signal.SIGKILL
+
+    second = s.start()
+
+    def all_settled() -> dict[str, Any] | None:
+        _, page = request(second, "GET", f"/api/deliveries?job_id={JOB}")
+        tasks = {t["destination"]: t for t in page["deliveries"]}
+        done = all(t["state"] not in ("queued", "running") for t in tasks.values())
+        return tasks if done else None
+
+    tasks = wait_for(all_settled, 90, "both deliveries to finish")
+    assert tasks["s3"]["state"] == "succeeded", tasks["s3"]
+    listed = s3.list_objects_v2(Bucket=bucket).get("Contents", [])
+    assert [item["Key"] for item in listed] == [f"{JOB}/trained_model.tar"]
+    uploads = s3.list_multipart_uploads(Bucket=bucket).get("Uploads", [])
+    assert uploads == []  # the killed attempt's parts were aborted, not left billed
+    stored = s3.get_object(Bucket=bucket, Key=f"{JOB}/trained_model.tar")["Body"]
+    assert hashlib.sha256(stored.read()).hexdigest() == hashlib.sha256(data).hexdigest()
+    assert list(s.outputs.rglob("*.part")) == []

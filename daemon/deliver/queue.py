@@ -62,6 +62,25 @@ def claim(
     conn: sqlite3.Connection, destination: str, owner: str, now: float, lease_s: float
 ) -> Task | None:
     """Take the most overdue claimable task for `destination`, if any."""
+    # A lease that ran out on the last attempt means the worker died every time
+    # (a task that crashes the process): end it instead of trying forever.
+    conn.execute(
+        "UPDATE output_tasks SET state = 'failed', reason = 'worker_lost',"
+        " message = 'the worker stopped during every attempt', lease_owner = NULL,"
+        " lease_until = NULL, updated_at = ?, finished_at = ?"
+        " WHERE destination = ? AND state = 'running' AND lease_until < ?"
+        " AND attempts >= max_attempts",
+        (now, now, destination, now),
+    )
+    if destination == LOCAL:
+        conn.execute(
+            "UPDATE output_tasks SET state = 'failed', reason = 'local_copy_failed',"
+            " message = 'the local copy failed', updated_at = ?, finished_at = ?"
+            " WHERE destination <> 'local' AND state = 'queued' AND job_id IN"
+            " (SELECT job_id FROM output_tasks WHERE destination = 'local'"
+            "  AND reason = 'worker_lost')",
+            (now, now),
+        )
     row = conn.execute(
         "UPDATE output_tasks SET state = 'running', lease_owner = ?, lease_until = ?,"
         " attempts = attempts + 1, updated_at = ?"

@@ -125,6 +125,7 @@ class S3Publisher:
         part_size: int,
         fields: dict[str, Any],
     ) -> int:
+        await _abort_leftovers(client, self._bucket, fields["Key"])
         upload = await client.create_multipart_upload(**fields, **self._checksum)
         where = {"Bucket": self._bucket, "Key": fields["Key"]}
         where["UploadId"] = upload["UploadId"]
@@ -193,6 +194,15 @@ def _check_length(file: LocalFile, length: int) -> None:
         raise Permanent(
             "local_file", f"{file.name} has {length} bytes, recorded as {file.size}"
         )
+
+
+async def _abort_leftovers(client: Any, bucket: str, key: str) -> None:
+    """Abort unfinished uploads of this key: a killed attempt leaves its parts."""
+    listing = await client.list_multipart_uploads(Bucket=bucket, Prefix=key)
+    for upload in listing.get("Uploads", []):
+        if upload.get("Key") == key:
+            where = {"Bucket": bucket, "Key": key, "UploadId": upload["UploadId"]}
+            await _abort(client, where)
 
 
 async def _abort(client: Any, where: dict[str, str]) -> None:

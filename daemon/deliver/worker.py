@@ -34,6 +34,7 @@ class TaskContext:
     task: queue.Task
     done: int = 0
     total: int | None = None
+    lease_lost: bool = False
     last_log: float = field(default_factory=time.monotonic)
 
     def report(self, done: int, total: int | None) -> None:
@@ -126,10 +127,14 @@ class DeliveryWorkers:
             task.attempts,
             task.max_attempts,
         )
-        keeper = asyncio.create_task(self._keep_lease(context))
+        keeper = asyncio.create_task(self._keep_lease(context, asyncio.current_task()))
         try:
             result = await destination.handler(context)
         except asyncio.CancelledError:
+            if context.lease_lost:
+                # Another worker may own the task now; this attempt just stops.
+                asyncio.current_task().uncancel()  # type: ignore[union-attr]
+                return
             await self._requeue(task)
             log.info(
                 "delivery %d (%s, job %s): queued again after %.1f s: shutting down",
@@ -206,14 +211,17 @@ class DeliveryWorkers:
                 lambda conn: queue.release(conn, task, self._owner)
             )
 
-    async def _keep_lease(self, context: TaskContext) -> None:
+    async def _keep_lease(
+        self, context: TaskContext, runner: asyncio.Task[Any] | None
+    ) -> None:
         task = context.task
         while True:
             await asyncio.sleep(self._lease_s / 3)
             progress = (context.done, context.total)
             now = time.time()
+            ours = True
             with contextlib.suppress(StorageUnavailable):
-                await self._writer.submit(
+                ours = await self._writer.submit(
                     functools.partial(
                         queue.renew,
                         task=task,
@@ -223,6 +231,16 @@ class DeliveryWorkers:
                         progress=progress,
                     )
                 )
+            if not ours and runner is not None:
+                log.warning(
+                    "delivery %d (%s, job %s): lease lost; stopping this attempt",
+                    task.id,
+                    task.destination,
+                    task.job_id,
+                )
+                context.lease_lost = True
+                runner.cancel()
+                return
             if time.monotonic() - context.last_log >= limits.PROGRESS_LOG_S:
                 context.last_log = time.monotonic()
                 total = "?" if context.total is None else str(context.total)
