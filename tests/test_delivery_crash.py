@@ -270,3 +270,23 @@ def test_sigkill_mid_s3_upload_ends_with_one_whole_object(
     stored = s3.get_object(Bucket=bucket, Key=f"{JOB}/trained_model.tar")["Body"]
     assert hashlib.sha256(stored.read()).hexdigest() == hashlib.sha256(data).hexdigest()
     assert list(s.outputs.rglob("*.part")) == []
+
+
+def test_full_disk_ends_the_download_failed_with_a_clear_reason(setup):
+    import resource
+
+    s = setup(30)
+    data = blob(8 * MIB)
+    url = s.server.add(data)
+    proc = s.start()
+    assert proc.process is not None
+    # Files the daemon writes may not grow past 3 MiB: writes then fail as on a
+    # full disk (EFBIG), which root cannot bypass. The database stays far below.
+    resource.prlimit(proc.process.pid, resource.RLIMIT_FSIZE, (3 * MIB, 3 * MIB))
+    post_success(proc, s.secret, url)
+    task = s.settled(proc)
+    assert task["state"] == "failed", task
+    assert task["reason"] == "disk_full"
+    assert "cannot write the output" in task["message"]
+    assert task["attempts"] == 1  # permanent: not retried
+    assert list(s.outputs.rglob("*.part")) == []
