@@ -35,6 +35,8 @@ from daemon.read import api, queries
 from daemon.read import deliveries as deliveries_api
 from daemon.receive.handler import receive_webhook
 from daemon.record.writer import Writer
+from daemon.replicate import api as replicate_api
+from daemon.replicate.reconcile import reconcile_context
 from daemon.stats import DeliveryStats
 
 log = logging.getLogger(__name__)
@@ -54,13 +56,17 @@ def create_app(settings: Settings) -> web.Application:
     app[OUTPUT_PLAN] = pipeline.output_plan(settings)
     app.cleanup_ctx.append(_database)
     app.cleanup_ctx.append(_http_client)
+    app.cleanup_ctx.append(replicate_api.client_context)
     app.cleanup_ctx.append(_delivery_workers)
+    app.cleanup_ctx.append(reconcile_context)  # feeds the workers: started last
     app.router.add_post(WEBHOOK_PATH, receive_webhook)
     app.router.add_get("/api/jobs", api.list_jobs)
     app.router.add_get("/api/jobs/{job_id}", api.get_job)
     app.router.add_get("/api/jobs/{job_id}/logs", api.get_logs)
     app.router.add_get("/api/deliveries", deliveries_api.list_deliveries)
     app.router.add_post("/api/deliveries/{task_id}/retry", deliveries_api.retry)
+    app.router.add_get("/api/cloud/replicate/validate", replicate_api.validate)
+    app.router.add_get("/api/cloud/replicate/versions", replicate_api.versions)
     app.router.add_get("/healthz", api.healthz)
     app.router.add_get("/readyz", api.readyz)
     return app

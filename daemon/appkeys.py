@@ -12,6 +12,7 @@ from daemon.config import Settings
 from daemon.deliver.worker import DeliveryWorkers
 from daemon.record.jobs import OutputPlan
 from daemon.record.writer import Writer
+from daemon.replicate.client import ReplicateClient
 from daemon.stats import DeliveryStats
 
 SETTINGS = web.AppKey("settings", Settings)
@@ -23,3 +24,4 @@ STATS = web.AppKey("stats", DeliveryStats)
 OUTPUT_PLAN = web.AppKey("output_plan", OutputPlan)
 HTTP = web.AppKey("http", aiohttp.ClientSession)
 WORKERS = web.AppKey("workers", DeliveryWorkers)
+REPLICATE = web.AppKey("replicate", ReplicateClient)

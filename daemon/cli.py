@@ -8,6 +8,8 @@ deliveries        list output delivery tasks (--job, --state)
 retry ID          queue a failed delivery task again
 verify-signature  check one delivery by hand: prints valid, invalid or expired
 sign              print the three signature headers for a body, for curl tests
+validate          check REPLICATE_API_TOKEN against Replicate; print the account
+versions          list the trainer model's versions, newest first
 """
 
 from __future__ import annotations
@@ -94,6 +96,11 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("--body-file", required=True, help="raw body file, - for stdin")
     check.add_argument("--now", type=int, help="clock to check against (unix seconds)")
     check.add_argument("--tolerance", type=int, default=300, help="seconds of skew")
+
+    _command(commands, "validate", _validate, "check the Replicate API token")
+    versions = _command(commands, "versions", _versions, "list trainer versions")
+    versions.add_argument("--model", help="owner/name (default: the trainer model)")
+    versions.add_argument("--json", action="store_true", help="print JSON")
 
     sign = commands.add_parser("sign", help="print signature headers for a body")
     sign.set_defaults(run=_sign)
@@ -351,3 +358,48 @@ def _sign(args: argparse.Namespace) -> int:
     print(f"webhook-timestamp: {timestamp}")
     print(f"webhook-signature: {entry}")
     return 0
+
+
+def _validate(args: argparse.Namespace) -> int:
+    from daemon.replicate.client import ReplicateClient
+    from daemon.replicate.errors import ReplicateError
+
+    client = ReplicateClient(_settings(args, require_secret=False).replicate)
+    try:
+        account = asyncio.run(_closing(client, client.account()))
+    except ReplicateError as exc:
+        print(f"replicate-webhookd: {exc}", file=sys.stderr)
+        return 1
+    print(
+        "token valid: "
+        + _terminal_safe(f"{account.get('username')} ({account.get('type')}), ")
+        + _terminal_safe(str(account.get("name")))
+    )
+    return 0
+
+
+def _versions(args: argparse.Namespace) -> int:
+    from daemon.replicate.client import ReplicateClient
+    from daemon.replicate.errors import ReplicateError
+
+    client = ReplicateClient(_settings(args, require_secret=False).replicate)
+    model = args.model or client.trainer_model
+    try:
+        found = asyncio.run(_closing(client, client.model_versions(model)))
+    except (ReplicateError, ValueError) as exc:
+        print(f"replicate-webhookd: {exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(found, indent=2))
+        return 0
+    rows = [("ID", "CREATED", "COG")]
+    rows += [(v.get("id"), v.get("created_at"), v.get("cog_version")) for v in found]
+    _print_table(rows)
+    return 0
+
+
+async def _closing(client: Any, call: Any) -> Any:
+    try:
+        return await call
+    finally:
+        await client.close()

@@ -13,14 +13,16 @@ TOML keys:
     [hub]      model_id, private, concurrency
     [s3]       bucket, key_template, endpoint_url, region, access_key_id,
                secret_access_key, checksum, part_size_bytes, concurrency
+    [replicate] api_base, trainer_model, reconcile_interval_s
     [database] synchronous ("normal": survives a crash of the process;
                "full": also survives power loss, at a lower delivery rate)
 
 Environment: REPLICATE_WEBHOOKD_CONFIG (the TOML path), REPLICATE_WEBHOOKD_HOST,
 _PORT, _DATA_DIR, _OUTPUTS_DIR, _ALLOWED_IPS, _TRUSTED_PROXIES, _CLIENT_IP_HEADER,
 _OUTPUT_HOSTS (lists separated by commas or spaces), REPLICATE_WEBHOOK_SECRET (one
-or more `whsec_` secrets separated by white space), REPLICATE_WEBHOOKD_ADMIN_TOKEN
-and HF_TOKEN.
+or more `whsec_` secrets separated by white space), REPLICATE_WEBHOOKD_ADMIN_TOKEN,
+HF_TOKEN, REPLICATE_API_BASE (overrides replicate.api_base) and REPLICATE_API_TOKEN
+(read from the environment only: never from a file, never stored).
 """
 
 from __future__ import annotations
@@ -41,6 +43,8 @@ ENV_PREFIX = "REPLICATE_WEBHOOKD_"
 CONFIG_ENV = ENV_PREFIX + "CONFIG"
 SECRET_ENV = "REPLICATE_WEBHOOK_SECRET"
 ADMIN_TOKEN_ENV = ENV_PREFIX + "ADMIN_TOKEN"
+API_TOKEN_ENV = "REPLICATE_API_TOKEN"
+API_BASE_ENV = "REPLICATE_API_BASE"
 SYNCHRONOUS_MODES = ("normal", "full")
 _HEADER_NAME = re.compile(r"^[A-Za-z0-9-]{1,64}$")
 _HOST = re.compile(r"^[A-Za-z0-9.-]{1,253}(:\d{1,5})?$")
@@ -62,6 +66,11 @@ _DEFAULTS: dict[str, dict[str, Any]] = {
         "body_timeout_s": limits.BODY_READ_TIMEOUT_S,
     },
     "database": {"synchronous": "normal"},
+    "replicate": {
+        "api_base": limits.REPLICATE_API_BASE,
+        "trainer_model": limits.REPLICATE_TRAINER_MODEL,
+        "reconcile_interval_s": limits.RECONCILE_INTERVAL_S,
+    },
     "delivery": {
         "allowed_hosts": ["replicate.delivery"],
         "ca_file": "",
@@ -139,6 +148,16 @@ class S3Settings:
         return bool(self.bucket)
 
 
+@dataclass(frozen=True)
+class ReplicateSettings:
+    api_base: str  # no trailing slash
+    trainer_model: str  # owner/name
+    reconcile_interval_s: float
+    # REPLICATE_API_TOKEN as given, surrounding white space included, so that a
+    # refused token can be explained; the client sends it stripped.
+    token: Secret | None
+
+
 class ConfigError(ValueError):
     """A setting is missing or invalid; str() is the one line to show the user."""
 
@@ -161,6 +180,7 @@ class Settings:
     delivery: DeliverySettings
     hub: HubSettings
     s3: S3Settings
+    replicate: ReplicateSettings
 
     @property
     def database_path(self) -> Path:
@@ -254,6 +274,7 @@ def _validate(
         delivery=_delivery(values["delivery"]),
         hub=_hub(values["hub"], env),
         s3=_s3(values["s3"]),
+        replicate=_replicate(values["replicate"], env),
     )
 
 
@@ -335,6 +356,27 @@ def _s3(section: dict[str, Any]) -> S3Settings:
             "s3.part_size_bytes", section["part_size_bytes"], 5 << 20, 5 << 30
         ),
         concurrency=_integer("s3.concurrency", section["concurrency"], 1, 16),
+    )
+
+
+def _replicate(section: dict[str, Any], env: Mapping[str, str]) -> ReplicateSettings:
+    base = env.get(API_BASE_ENV, "").strip() or section["api_base"]
+    if not isinstance(base, str) or not re.match(r"^https?://[^\s/?#]+", base):
+        raise ConfigError(f"replicate.api_base: not an http(s) URL: {base!r}")
+    model = section["trainer_model"]
+    if not isinstance(model, str) or not _REPO_ID.match(model):
+        raise ConfigError(f"replicate.trainer_model: not an owner/name: {model!r}")
+    token = env.get(API_TOKEN_ENV, "")
+    return ReplicateSettings(
+        api_base=base.rstrip("/"),
+        trainer_model=model,
+        reconcile_interval_s=_number(
+            "replicate.reconcile_interval_s",
+            section["reconcile_interval_s"],
+            0.05,
+            86400,
+        ),
+        token=Secret(token) if token.strip() else None,
     )
 
 

@@ -80,3 +80,27 @@ S3_PART_BYTES = 8 * 1024 * 1024
 # Outbound HTTP: a dead host is noticed quickly; a stalled transfer within a minute.
 HTTP_CONNECT_TIMEOUT_S = 10.0
 HTTP_READ_TIMEOUT_S = 60.0
+
+# Replicate's HTTP API. The official Python client waits 5 s to connect and 30 s to
+# read; a slower answer is better retried than waited for.
+REPLICATE_API_BASE = "https://api.replicate.com/v1"
+REPLICATE_TRAINER_MODEL = "simpletuner/advanced-trainer"
+REPLICATE_CONNECT_TIMEOUT_S = 5.0
+REPLICATE_READ_TIMEOUT_S = 30.0
+# Attempts per call, the first included; GETs retry 429 and 5xx, POSTs only 429
+# (another status may mean the POST took effect). The backoff doubles from the base,
+# +/-10 % jitter; a Retry-After longer than the cap is cut to it.
+REPLICATE_MAX_ATTEMPTS = 5
+REPLICATE_BACKOFF_BASE_S = 0.5
+REPLICATE_BACKOFF_MAX_S = 30.0
+# Error bodies are short problem+json documents; anything larger is cut.
+REPLICATE_ERROR_BODY_BYTES = 64 * 1024
+# A training snapshot carries its whole log, like a webhook body.
+REPLICATE_MAX_RESPONSE_BYTES = MAX_BODY_BYTES
+# Version lists are a few pages; the cap stops a `next` loop.
+REPLICATE_MAX_PAGES = 100
+# Reconciliation polls every unfinished job once per interval (+/-20 % jitter): a
+# few requests a minute, far below the 3000/min Replicate allows for GETs.
+RECONCILE_INTERVAL_S = 60.0
+RECONCILE_JITTER = 0.2
+RECONCILE_MAX_JOBS = 500

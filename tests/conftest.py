@@ -102,3 +102,14 @@ def output_server(tmp_path: Path) -> Iterator[Any]:
     server = OutputServer(folder / "ca.pem").start()
     yield server
     server.stop()
+
+
+@pytest.fixture
+async def fake_replicate(monkeypatch: pytest.MonkeyPatch) -> Any:
+    """A Replicate API on 127.0.0.1 (tests.fakes.replicate); REPLICATE_API_BASE
+    points at it, and `fake.env()` gives the settings env for the daemon."""
+    from tests.fakes.replicate import serve_fake_replicate
+
+    async with serve_fake_replicate() as fake:
+        monkeypatch.setenv("REPLICATE_API_BASE", fake.url)
+        yield fake

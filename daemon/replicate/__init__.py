@@ -1,0 +1,1 @@
+"""Talking to Replicate's HTTP API: the client, its endpoints and reconciliation."""

@@ -1,0 +1,204 @@
+"""A Replicate HTTP API on 127.0.0.1, answering with the documented shapes.
+
+Bodies are built from ../shared/reference/payloads/real/ at run time: the account,
+a page of model versions, training objects, the default webhook secret and the
+problem+json errors. Every call must carry `Authorization: Bearer <token>`.
+
+Tests set jobs (`trainings`, `predictions`), the versions and the page size, read
+what arrived (`requests`) and script the next answers of a route (`fail`): a
+status, a problem+json body and optionally a Retry-After header.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import secrets
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+from tests.helpers import payload_json
+
+TOKEN = "r8_fake" + "0123456789abcdefABCDEF0123456789ab"
+_REAL = "real/"
+
+
+@dataclass(frozen=True)
+class Seen:
+    method: str
+    path: str
+    query: str
+    authorization: str | None
+
+
+@dataclass
+class Scripted:
+    status: int
+    body: dict[str, Any]
+    retry_after: str | None = None
+
+
+def problem(status: int) -> dict[str, Any]:
+    """A problem+json body of the documented shape for `status`."""
+    if status == 401:
+        return payload_json(_REAL + "api_error_401_unauthenticated.json")
+    if status == 429:
+        return payload_json(_REAL + "docs_error_429_throttled.json")
+    if status == 402:
+        return {"title": "Insufficient credit", "detail": "fake: no credit left"}
+    return {"title": "Server error", "detail": f"fake: status {status}"}
+
+
+def training(job_id: str, status: str, **fields: Any) -> dict[str, Any]:
+    """A training object as GET /v1/trainings/{id} returns it."""
+    name = "docs_trainings_get_succeeded.json"
+    if status in ("starting", "processing"):
+        name = "api_trainings_get_processing_200.json"
+    body = payload_json(_REAL + name)
+    body.update(id=job_id, status=status, **fields)
+    return body
+
+
+@dataclass
+class FakeReplicate:
+    token: str = TOKEN
+    url: str = ""  # the API base, .../v1
+    account: dict[str, Any] = field(
+        default_factory=lambda: payload_json(_REAL + "docs_account_get.json")
+    )
+    versions: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    page_size: int = 2
+    trainings: dict[str, dict[str, Any]] = field(default_factory=dict)
+    predictions: dict[str, dict[str, Any]] = field(default_factory=dict)
+    webhook_key: str = field(default_factory=lambda: "whsec_" + secrets.token_hex(16))
+    requests: list[Seen] = field(default_factory=list)
+    scripted: dict[str, list[Scripted]] = field(default_factory=dict)
+
+    def env(self) -> dict[str, str]:
+        return {"REPLICATE_API_BASE": self.url, "REPLICATE_API_TOKEN": self.token}
+
+    def fail(
+        self, route: str, status: int, *, times: int = 1, retry_after: str | None = None
+    ) -> None:
+        """Answer the next `times` calls of `route` (e.g. "account") with `status`."""
+        queue = self.scripted.setdefault(route, [])
+        queue.extend(
+            Scripted(status, problem(status), retry_after) for _ in range(times)
+        )
+
+    def add_versions(self, model: str, count: int) -> list[dict[str, Any]]:
+        """`count` versions of `model`, newest first, shaped like the docs' page."""
+        template = payload_json(_REAL + "docs_models_versions_list.json")["results"][0]
+        made = []
+        for index in range(count):
+            version = copy.deepcopy(template)
+            version["id"] = f"{index:064x}"
+            version["created_at"] = f"2024-01-{28 - index:02d}T12:00:00.000000Z"
+            made.append(version)
+        self.versions[model] = made
+        return made
+
+    def calls(self, path_suffix: str) -> list[Seen]:
+        return [seen for seen in self.requests if seen.path.endswith(path_suffix)]
+
+    def build(self) -> web.Application:
+        app = web.Application(middlewares=[self._gate])
+        app.router.add_get("/v1/account", self._account, name="account")
+        app.router.add_get(
+            "/v1/models/{owner}/{name}/versions", self._versions, name="versions"
+        )
+        for kind in ("trainings", "predictions"):
+            app.router.add_get(f"/v1/{kind}/{{id}}", self._job, name=kind)
+            app.router.add_post(
+                f"/v1/{kind}/{{id}}/cancel", self._cancel, name=f"{kind}_cancel"
+            )
+        app.router.add_get(
+            "/v1/webhooks/default/secret", self._secret, name="webhook_secret"
+        )
+        return app
+
+    @web.middleware
+    async def _gate(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        auth = request.headers.get("Authorization")
+        self.requests.append(
+            Seen(request.method, request.path, request.query_string, auth)
+        )
+        if auth != f"Bearer {self.token}":
+            return _problem_response(Scripted(401, problem(401)))
+        route = request.match_info.route.name or ""
+        queue = self.scripted.get(route)
+        if queue:
+            return _problem_response(queue.pop(0))
+        return await handler(request)
+
+    async def _account(self, request: web.Request) -> web.Response:
+        return web.json_response(self.account)
+
+    async def _versions(self, request: web.Request) -> web.Response:
+        model = f"{request.match_info['owner']}/{request.match_info['name']}"
+        if model not in self.versions:
+            return _problem_response(Scripted(404, {"detail": "fake: no such model"}))
+        start = int(request.query.get("cursor", "0"))
+        results = self.versions[model][start : start + self.page_size]
+        following = start + self.page_size
+        more = following < len(self.versions[model])
+        page = {
+            "next": f"{self.url}/models/{model}/versions?cursor={following}"
+            if more
+            else None,
+            "previous": None,
+            "results": results,
+        }
+        return web.json_response(page)
+
+    def _jobs_of(self, request: web.Request) -> dict[str, dict[str, Any]]:
+        is_training = request.path.startswith("/v1/trainings/")
+        return self.trainings if is_training else self.predictions
+
+    async def _job(self, request: web.Request) -> web.Response:
+        job = self._jobs_of(request).get(request.match_info["id"])
+        if job is None:
+            return _problem_response(Scripted(404, {"detail": "fake: not found"}))
+        return web.json_response(job)
+
+    async def _cancel(self, request: web.Request) -> web.Response:
+        job = self._jobs_of(request).get(request.match_info["id"])
+        if job is None:
+            return _problem_response(Scripted(404, {"detail": "fake: not found"}))
+        if job["status"] in ("starting", "processing"):
+            job["status"] = "canceled"
+        return web.json_response(job)
+
+    async def _secret(self, request: web.Request) -> web.Response:
+        body = payload_json(_REAL + "docs_webhooks_default_secret.json")
+        body["key"] = self.webhook_key
+        return web.json_response(body)
+
+
+def _problem_response(answer: Scripted) -> web.Response:
+    headers = {"Retry-After": answer.retry_after} if answer.retry_after else None
+    return web.Response(
+        status=answer.status,
+        text=json.dumps({**answer.body, "status": answer.status}),
+        content_type="application/problem+json",
+        headers=headers,
+    )
+
+
+@asynccontextmanager
+async def serve_fake_replicate() -> AsyncIterator[FakeReplicate]:
+    fake = FakeReplicate()
+    runner = web.AppRunner(fake.build(), access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    fake.url = f"http://127.0.0.1:{port}/v1"
+    try:
+        yield fake
+    finally:
+        await runner.cleanup()
