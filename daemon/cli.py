@@ -83,7 +83,7 @@ def _parser() -> argparse.ArgumentParser:
     tasks.add_argument("--json", action="store_true", help="print JSON")
 
     again = _command(commands, "retry", _retry, "queue a failed delivery again")
-    again.add_argument("task_id", type=int, metavar="ID")
+    again.add_argument("task_id", type=_task_id, metavar="ID")
 
     check = commands.add_parser(
         "verify-signature", help="check a delivery's signature by hand"
@@ -121,6 +121,12 @@ def _command(
     return parser
 
 
+def _task_id(text: str) -> int:
+    if not (text.isascii() and text.isdigit() and len(text) <= 18):
+        raise argparse.ArgumentTypeError(f"not a delivery id: {text!r}")
+    return int(text)
+
+
 def _configure_logging() -> None:
     level = os.environ.get("REPLICATE_WEBHOOKD_LOG_LEVEL", "INFO").upper()
     if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
@@ -129,7 +135,17 @@ def _configure_logging() -> None:
             f"got {level!r}"
         )
     # Client libraries print request headers (credentials) at DEBUG: keep them quiet.
-    for noisy in ("botocore", "aiobotocore", "boto3", "urllib3", "httpx", "hf_xet"):
+    noisy_clients = (
+        "botocore",
+        "aiobotocore",
+        "boto3",
+        "urllib3",
+        "httpx",
+        "httpx2",
+        "huggingface_hub",
+        "hf_xet",
+    )
+    for noisy in noisy_clients:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     logging.basicConfig(
         level=getattr(logging, level),
@@ -156,6 +172,8 @@ def _serve(args: argparse.Namespace) -> int:
     from daemon.serve import serve  # the server stack loads only for this command
 
     settings = _settings(args, require_secret=True)
+    _check_folder("server.data_dir", settings.data_dir)
+    _check_folder("server.outputs_dir", settings.outputs_dir)
     try:
         asyncio.run(serve(settings))
     except (OSError, sqlite3.Error) as exc:
@@ -164,8 +182,20 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_folder(key: str, path: Path) -> None:
+    """Create a state folder, or stop before listening if it cannot be used."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / f".write-test-{os.getpid()}"
+        probe.touch()
+        probe.unlink()
+    except OSError as exc:
+        raise ConfigError(f"{key}: cannot use {str(path)!r}: {exc.strerror}") from None
+
+
 def _migrate(args: argparse.Namespace) -> int:
     settings = _settings(args, require_secret=False)
+    _check_folder("server.data_dir", settings.data_dir)
     conn = db.connect(settings.database_path, synchronous=settings.synchronous)
     try:
         applied = db.migrate(conn)

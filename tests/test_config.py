@@ -307,3 +307,19 @@ def test_settings_repr_does_not_show_webhook_or_admin_secrets():
     assert admin not in text
     assert settings.admin_token is not None
     assert settings.admin_token.reveal() == admin
+
+
+@pytest.mark.parametrize("key", ["server.data_dir", "server.outputs_dir"])
+def test_state_folder_that_is_a_file_stops_serve_with_exit_2(tmp_path, key):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    section, name = key.split(".")
+    config = tmp_path / "config.toml"
+    config.write_text(f'[{section}]\n{name} = "{blocker}"\n')
+    env = cli_env(REPLICATE_WEBHOOK_SECRET=new_secret())
+    result = run_cli("serve", "--port", "0", "--config", str(config), env=env)
+    assert result.returncode == 2
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert key in lines[0]
+    assert "listening" not in result.stderr

@@ -981,3 +981,48 @@ def test_backoff_doubles_with_jitter_and_never_beats_retry_after():
     assert queue.backoff_s(30, None, base) <= limits.DELIVERY_BACKOFF_MAX_S
     assert queue.backoff_s(1, 120.0, base) >= 120.0
     assert queue.backoff_s(1, 0.0, base) >= base / 2
+
+
+# -- found by the fresh-clone review ---------------------------------------------
+
+
+async def test_output_arriving_after_success_is_delivered_when_it_comes(harness):
+    h = await harness()
+    await h.post(training(None))  # succeeded, but its output is not known yet
+    first = await h.settled()
+    assert first["state"] == "succeeded"
+    assert first["result"]["files"] == []
+
+    data = blob(4096, seed=7)
+    url = h.server.add(data)
+    reply = await h.post(training(weights(url)))
+    assert reply["outcome"] == "filled"
+
+    async def delivered() -> bool:
+        task = await h.task()
+        return task["state"] == "succeeded" and bool(task["result"]["files"])
+
+    await eventually(delivered, 20, "the late output to be delivered")
+    assert h.files() == {"trained_model.tar": data}
+
+
+async def test_retry_with_an_id_beyond_sqlite_integers_is_a_404(harness):
+    h = await harness()
+    for task_id in ("9223372036854775808", "9" * 30, "1" * 5000):
+        response = await h.client.post(f"/api/deliveries/{task_id}/retry")
+        assert response.status == 404
+        assert (await response.json())["error"]["code"] == "delivery_not_found"
+
+
+def test_cli_retry_refuses_an_id_that_is_not_a_small_number(tmp_path):
+    for bad in ("99999999999999999999", "\u0663", "-1"):
+        result = run_cli("retry", bad, "--data-dir", str(tmp_path))
+        assert result.returncode == 2
+        assert "not a delivery id" in result.stderr
+        assert "Traceback" not in result.stderr
+
+
+def test_host_with_an_empty_label_is_not_allowed():
+    assert not host_allowed("https://a..replicate.delivery/x", ["replicate.delivery"])
+    assert not host_allowed("https://a..localhost:8443/x", ["localhost:8443"])
+    assert host_allowed("https://pbxt.replicate.delivery/x", ["replicate.delivery"])

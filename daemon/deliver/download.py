@@ -18,13 +18,13 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import urljoin
 
 import aiohttp
 
 from daemon import limits
 from daemon.deliver.errors import DeliveryError, Permanent, Retryable, from_status
-from daemon.deliver.outputs import host_allowed
+from daemon.deliver.outputs import host_allowed, refusal
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +71,9 @@ async def fetch(
         raise Retryable("connection_error", message) from None
     except OSError as exc:
         raise _disk_error(exc) from None
+    except UnicodeError as exc:  # a host name no resolver accepts
+        message = f"cannot fetch the output: {_brief(exc)}"
+        raise Permanent("invalid_url", message) from None
     return Fetched(done, digest.hexdigest())
 
 
@@ -100,12 +103,11 @@ class _get:
                 return response
             location = response.headers.get("Location", "")
             response.release()
+            if not location:
+                raise Retryable("bad_redirect", f"{response.status} without Location")
             url = urljoin(url, location)
             if not host_allowed(url, self._allowed):
-                host = urlsplit(url).hostname
-                raise Permanent(
-                    "blocked_host", f"redirect to a host not allowed: {host}"
-                )
+                raise Permanent("blocked_host", "redirect refused: " + refusal(url))
         raise Permanent("too_many_redirects", f"more than {_MAX_REDIRECTS} redirects")
 
     async def __aexit__(self, *exc_info: object) -> None:
@@ -199,9 +201,12 @@ def _too_large(max_bytes: int) -> DeliveryError:
 
 
 def _disk_error(exc: OSError) -> DeliveryError:
+    """A full disk is final; anything else (a missing mount) may pass: retried."""
+    where = f" ({exc.filename})" if exc.filename else ""
+    message = f"cannot write the output: {exc.strerror}{where}"
     if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
-        return Permanent("disk_full", f"cannot write the output: {exc.strerror}")
-    return Permanent("local_io_error", f"cannot write the output: {exc.strerror}")
+        return Permanent("disk_full", message)
+    return Retryable("local_io_error", message)
 
 
 def _brief(exc: BaseException) -> str:

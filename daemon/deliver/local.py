@@ -15,14 +15,19 @@ import sqlite3
 import time
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import aiohttp
 
 from daemon.config import Settings
 from daemon.deliver import download
 from daemon.deliver.errors import DeliveryError, Permanent
-from daemon.deliver.outputs import OutputFile, host_allowed, output_urls, plan_files
+from daemon.deliver.outputs import (
+    OutputFile,
+    host_allowed,
+    output_urls,
+    plan_files,
+    refusal,
+)
 from daemon.deliver.publish import LocalFile
 from daemon.record.writer import Writer
 
@@ -51,8 +56,7 @@ class LocalCopier:
         urls = output_urls(output)
         blocked = [u for u in urls if not host_allowed(u, self._allowed_hosts)]
         if blocked:
-            host = urlsplit(blocked[0]).hostname or blocked[0][:60]
-            raise Permanent("blocked_host", f"{host} is not in delivery.allowed_hosts")
+            raise Permanent("blocked_host", refusal(blocked[0]))
         files = await self._writer.submit(
             lambda conn: _fix_names(conn, job_id, plan_files(urls))
         )

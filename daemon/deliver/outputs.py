@@ -49,6 +49,8 @@ def host_allowed(url: str, allowed_hosts: Sequence[str]) -> bool:
         return False
     if parts.scheme != "https" or not host or parts.username or parts.password:
         return False
+    if "" in host.removesuffix(".").split("."):  # "a..b": no resolver takes it
+        return False
     for entry in allowed_hosts:
         allowed_host, _, allowed_port = entry.lower().partition(":")
         if allowed_port and str(port) != allowed_port:
@@ -58,6 +60,22 @@ def host_allowed(url: str, allowed_hosts: Sequence[str]) -> bool:
         if host == allowed_host or host.endswith("." + allowed_host):
             return True
     return False
+
+
+def refusal(url: str) -> str:
+    """Why host_allowed refused a URL, in words, without its path or query."""
+    try:
+        parts = urlsplit(url)
+        shown = f"{parts.scheme}://{parts.hostname or '?'}" + (
+            f":{parts.port}" if parts.port else ""
+        )
+    except ValueError:
+        return "the output URL is malformed"
+    if parts.scheme != "https":
+        return f"{shown}: only https output URLs are fetched"
+    if parts.username or parts.password:
+        return f"{shown}: URLs with a user name or password are not fetched"
+    return f"{shown} is not in delivery.allowed_hosts (host[:port])"
 
 
 def plan_files(urls: Sequence[str]) -> list[OutputFile]:

@@ -34,6 +34,12 @@ def publishers(settings: Settings) -> dict[str, tuple[Publisher, int]]:
     if settings.hub.model_id:
         from daemon.deliver.hub import HubPublisher
 
+        if settings.hub.token is None:
+            log.warning(
+                "hub.model_id is %s but HF_TOKEN is not set: Hub deliveries will fail",
+                settings.hub.model_id,
+            )
+
         found["hub"] = (HubPublisher(settings.hub), settings.hub.concurrency)
     if settings.s3.enabled:
         from daemon.deliver.s3 import S3Publisher

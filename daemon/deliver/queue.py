@@ -223,3 +223,14 @@ def release(conn: sqlite3.Connection, task: Task, owner: str) -> None:
         " WHERE id = ? AND state = 'running' AND lease_owner = ?",
         (task.id, owner),
     )
+
+
+def requeue_job(conn: sqlite3.Connection, job_id: str, now: float) -> int:
+    """Run every finished task of a job again (its output changed); return how many."""
+    cursor = conn.execute(
+        "UPDATE output_tasks SET state = 'queued', attempts = 0, next_attempt_at = ?,"
+        " reason = NULL, message = NULL, updated_at = ?, finished_at = NULL"
+        " WHERE job_id = ? AND state <> 'running'",
+        (now, now, job_id),
+    )
+    return cursor.rowcount

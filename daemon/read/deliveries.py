@@ -29,7 +29,7 @@ async def list_deliveries(request: web.Request) -> web.Response:
 
 async def retry(request: web.Request) -> web.Response:
     raw = request.match_info["task_id"]
-    if not (raw.isascii() and raw.isdigit()):
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= 18):
         raise ApiError(404, "delivery_not_found", f"no delivery with id {raw!r}")
     task_id, now = int(raw), time.time()
     try:

@@ -17,7 +17,7 @@ import sqlite3
 from dataclasses import dataclass
 from typing import Any
 
-from daemon.deliver.queue import create_tasks
+from daemon.deliver.queue import create_tasks, requeue_job
 from daemon.record.events import Event, is_terminal, output_rank, status_rank
 
 
@@ -43,6 +43,7 @@ class Receipt:
     outcome: str  # created | applied | updated | filled | ignored | conflict
     duplicate: bool = False
     tasks_created: int = 0
+    output_filled: bool = False  # a finished job's output arrived only now
 
     @property
     def succeeded_now(self) -> bool:
@@ -108,6 +109,10 @@ def record_delivery(
             outputs.max_attempts,
         )
         receipt = dataclasses.replace(receipt, tasks_created=created)
+    elif outputs is not None and receipt.output_filled:
+        # The outputs were delivered as "none"; now that they are known, again.
+        again = requeue_job(conn, event.job_id, delivery.received_at)
+        receipt = dataclasses.replace(receipt, tasks_created=again)
     return receipt
 
 
@@ -165,7 +170,8 @@ def _update_job(
         sql = f"UPDATE jobs SET {assignments} WHERE id = ?"  # noqa: S608
         conn.execute(sql, (*changes.values(), job["id"]))
     status = changes.get("status", current)
-    return Receipt(job["id"], status, current, outcome)
+    late_output = current == "succeeded" and "output_json" in changes
+    return Receipt(job["id"], status, current, outcome, output_filled=late_output)
 
 
 def _missing_fields(job: sqlite3.Row, event: Event) -> dict[str, Any]:
