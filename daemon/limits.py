@@ -77,6 +77,8 @@ MAX_OUTPUT_NAME_BYTES = 200
 PROGRESS_LOG_S = 10.0
 # S3 multipart: 8 MiB parts keep memory bounded and stay above S3's 5 MiB minimum.
 S3_PART_BYTES = 8 * 1024 * 1024
+# Parts uploaded at once: most of boto3's throughput at a small, fixed memory cost.
+S3_PARTS_IN_FLIGHT = 2
 # Outbound HTTP: a dead host is noticed quickly; a stalled transfer within a minute.
 HTTP_CONNECT_TIMEOUT_S = 10.0
 HTTP_READ_TIMEOUT_S = 60.0
@@ -104,3 +106,8 @@ REPLICATE_MAX_PAGES = 100
 RECONCILE_INTERVAL_S = 60.0
 RECONCILE_JITTER = 0.2
 RECONCILE_MAX_JOBS = 500
+# Replicate's public status page (Atlassian Statuspage). A status check is advice
+# only: it must answer fast, and "unknown" is better than a wait.
+REPLICATE_STATUS_URL = "https://www.replicatestatus.com"
+REPLICATE_STATUS_TIMEOUT_S = 3.0
+REPLICATE_STATUS_MAX_BYTES = 64 * 1024

@@ -20,6 +20,7 @@ import pytest
 from aiohttp.test_utils import TestServer
 from botocore.config import Config  # type: ignore[import-untyped]
 
+from daemon import limits
 from daemon.config import S3Settings
 from daemon.deliver.errors import Permanent, Retryable
 from daemon.deliver.publish import LocalFile, PublishRequest
@@ -279,7 +280,7 @@ async def test_missing_local_file_is_permanent(store: str, tmp_path: Path) -> No
     assert failure.value.code == "local_file"
 
 
-async def test_upload_memory_stays_near_one_part(
+async def test_upload_memory_is_bounded_by_the_parts_in_flight(
     moto_s3_process: str, tmp_path: Path
 ) -> None:
     # moto runs in another process here, so only the publisher's memory is traced.
@@ -297,7 +298,9 @@ async def test_upload_memory_stays_near_one_part(
     finally:
         tracemalloc.stop()
 
-    assert peak < 3 * PART, f"peak {peak / MiB:.1f} MiB for a 50 MiB file"
+    # botocore holds about two copies of each part in flight; the file never counts.
+    bound = (2 * limits.S3_PARTS_IN_FLIGHT + 1) * PART
+    assert peak < bound, f"peak {peak / MiB:.1f} MiB for a 50 MiB file"
     async with inspector(moto_s3_process) as client:
         assert await stored_sha256(client, result["keys"][0]) == file.sha256
 

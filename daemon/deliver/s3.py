@@ -26,6 +26,7 @@ import aiohttp
 from botocore import exceptions as boto  # type: ignore[import-untyped]
 from botocore.config import Config  # type: ignore[import-untyped]
 
+from daemon import limits
 from daemon.config import S3Settings
 from daemon.deliver.errors import DeliveryError, Permanent, Retryable
 from daemon.deliver.publish import LocalFile, PublishRequest
@@ -129,22 +130,44 @@ class S3Publisher:
         upload = await client.create_multipart_upload(**fields, **self._checksum)
         where = {"Bucket": self._bucket, "Key": fields["Key"]}
         where["UploadId"] = upload["UploadId"]
-        parts: list[dict[str, Any]] = []
-        try:
-            sent = 0
-            while chunk := await _read(handle, file, part_size):
-                sent += len(chunk)
+        parts: dict[int, dict[str, Any]] = {}
+        # A few parts travel at once (as boto3's own transfers do); memory stays
+        # bounded by S3_PARTS_IN_FLIGHT parts, whatever the file's size.
+        window = asyncio.Semaphore(limits.S3_PARTS_IN_FLIGHT)
+
+        async def send(number: int, chunk: bytes) -> None:
+            try:
                 reply = await client.upload_part(
-                    **where, PartNumber=len(parts) + 1, Body=chunk, **self._checksum
+                    **where, PartNumber=number, Body=chunk, **self._checksum
                 )
-                del chunk  # let the part go before the next read
-                parts.append({"PartNumber": len(parts) + 1, "ETag": reply["ETag"]})
-                if "ChecksumCRC32" in reply:
-                    parts[-1]["ChecksumCRC32"] = reply["ChecksumCRC32"]
+            finally:
+                window.release()
+            part = {"PartNumber": number, "ETag": reply["ETag"]}
+            if "ChecksumCRC32" in reply:
+                part["ChecksumCRC32"] = reply["ChecksumCRC32"]
+            parts[number] = part
+
+        try:
+            sent = number = 0
+            async with asyncio.TaskGroup() as group:
+                while True:
+                    await window.acquire()
+                    chunk = await _read(handle, file, part_size)
+                    if not chunk:
+                        window.release()
+                        break
+                    sent += len(chunk)
+                    number += 1
+                    group.create_task(send(number, chunk))
+                    del chunk  # the task holds the part until it is sent
             _check_length(file, sent)
+            ordered = [parts[number] for number in sorted(parts)]
             await client.complete_multipart_upload(
-                **where, MultipartUpload={"Parts": parts}
+                **where, MultipartUpload={"Parts": ordered}
             )
+        except BaseExceptionGroup as grouped:
+            await _abort(client, where)
+            raise grouped.exceptions[0] from None
         except BaseException:
             await _abort(client, where)
             raise
