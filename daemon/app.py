@@ -36,6 +36,7 @@ from daemon.read import deliveries as deliveries_api
 from daemon.receive.handler import receive_webhook
 from daemon.record.writer import Writer
 from daemon.replicate import api as replicate_api
+from daemon.replicate.cancel import cancel as cancel_job
 from daemon.replicate.reconcile import reconcile_context
 from daemon.stats import DeliveryStats
 
@@ -63,10 +64,12 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_get("/api/jobs", api.list_jobs)
     app.router.add_get("/api/jobs/{job_id}", api.get_job)
     app.router.add_get("/api/jobs/{job_id}/logs", api.get_logs)
+    app.router.add_post("/api/jobs/{job_id}/cancel", cancel_job)
     app.router.add_get("/api/deliveries", deliveries_api.list_deliveries)
     app.router.add_post("/api/deliveries/{task_id}/retry", deliveries_api.retry)
     app.router.add_get("/api/cloud/replicate/validate", replicate_api.validate)
     app.router.add_get("/api/cloud/replicate/versions", replicate_api.versions)
+    app.router.add_get("/api/cloud/replicate/status", replicate_api.status)
     app.router.add_get("/healthz", api.healthz)
     app.router.add_get("/readyz", api.readyz)
     return app

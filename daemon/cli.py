@@ -10,12 +10,18 @@ verify-signature  check one delivery by hand: prints valid, invalid or expired
 sign              print the three signature headers for a body, for curl tests
 validate          check REPLICATE_API_TOKEN against Replicate; print the account
 versions          list the trainer model's versions, newest first
+cancel ID         cancel a job at Replicate and record its new state
+status            Replicate's public status page (never fails on an outage)
+secret            a fingerprint of Replicate's signing secret (--check: which
+                  REPLICATE_WEBHOOK_SECRET entry matches); never the secret
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
+import hmac
 import json
 import logging
 import os
@@ -101,6 +107,14 @@ def _parser() -> argparse.ArgumentParser:
     versions = _command(commands, "versions", _versions, "list trainer versions")
     versions.add_argument("--model", help="owner/name (default: the trainer model)")
     versions.add_argument("--json", action="store_true", help="print JSON")
+    stop = _command(commands, "cancel", _cancel, "cancel a job at Replicate")
+    stop.add_argument("job_id", metavar="ID")
+    health = _command(commands, "status", _status, "Replicate's status page")
+    health.add_argument("--json", action="store_true", help="print JSON")
+    secret = _command(commands, "secret", _secret, "fingerprint the signing secret")
+    secret.add_argument(
+        "--check", action="store_true", help=f"compare with ${SECRET_ENV}"
+    )
 
     sign = commands.add_parser("sign", help="print signature headers for a body")
     sign.set_defaults(run=_sign)
@@ -433,3 +447,88 @@ async def _closing(client: Any, call: Any) -> Any:
         return await call
     finally:
         await client.close()
+
+
+def _cancel(args: argparse.Namespace) -> int:
+    from daemon.replicate.cancel import CancelRefused
+    from daemon.replicate.errors import ReplicateError
+
+    settings = _settings(args, require_secret=False)
+    path = _existing_database(settings)
+    try:
+        receipt = asyncio.run(_cancel_recorded(settings, path, args.job_id))
+    except (CancelRefused, ReplicateError) as exc:
+        print(f"replicate-webhookd: {exc}", file=sys.stderr)
+        return 1
+    print(f"job {args.job_id}: {receipt.previous_status} -> {receipt.status}")
+    return 0
+
+
+async def _cancel_recorded(settings: Settings, path: Path, job_id: str) -> Any:
+    """The endpoint's own steps, with this process's writer; a running daemon's
+    workers pick up any delivery task this queues."""
+    from daemon.deliver.pipeline import output_plan
+    from daemon.record.writer import Writer
+    from daemon.replicate.cancel import cancel_job
+    from daemon.replicate.client import ReplicateClient
+
+    writer = Writer(path, synchronous=settings.synchronous)
+    await asyncio.to_thread(writer.open)
+    client = ReplicateClient(settings.replicate)
+    try:
+        reader = await queries.open_reader(path)
+        try:
+            plan = output_plan(settings)
+            return await cancel_job(client, writer, reader, plan, job_id)
+        finally:
+            await reader.close()
+    finally:
+        await client.close()
+        await asyncio.to_thread(writer.close)
+
+
+def _status(args: argparse.Namespace) -> int:
+    from daemon.replicate.status import replicate_status
+
+    settings = _settings(args, require_secret=False)
+    found = asyncio.run(replicate_status(settings.replicate.status_url))
+    if args.json:
+        print(json.dumps(found, indent=2))
+        return 0
+    print(_terminal_safe(f"{found['indicator']}: {found['description']}"))
+    return 0
+
+
+def _secret(args: argparse.Namespace) -> int:
+    from daemon.replicate.client import ReplicateClient
+    from daemon.replicate.errors import ReplicateError
+
+    settings = _settings(args, require_secret=False)
+    client = ReplicateClient(settings.replicate)
+    try:
+        fetched = asyncio.run(_closing(client, client.default_webhook_secret()))
+        key = signature.decode_secret(fetched.reveal())
+    except ReplicateError as exc:
+        print(f"replicate-webhookd: {exc}", file=sys.stderr)
+        return 1
+    except ValueError:
+        print("replicate-webhookd: Replicate's secret does not decode", file=sys.stderr)
+        return 1
+    print(f"Replicate signing secret: {_fingerprint(key)}")
+    if not args.check:
+        return 0
+
+    local = settings.hmac_keys()
+    matches = [n for n, mine in enumerate(local, 1) if hmac.compare_digest(mine, key)]
+    if matches:
+        print(f"matches {SECRET_ENV} entry {matches[0]} of {len(local)}")
+        return 0
+    print(f"matches no entry of {SECRET_ENV} ({len(local)} set)")
+    for number, mine in enumerate(local, 1):
+        print(f"  entry {number}: {_fingerprint(mine)}")
+    return 1
+
+
+def _fingerprint(key: bytes) -> str:
+    """Enough to tell keys apart, nothing to sign with."""
+    return f"sha256 {hashlib.sha256(key).hexdigest()[:12]}, {len(key)} bytes"

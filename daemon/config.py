@@ -13,7 +13,7 @@ TOML keys:
     [hub]      model_id, private, concurrency
     [s3]       bucket, key_template, endpoint_url, region, access_key_id,
                secret_access_key, checksum, part_size_bytes, concurrency
-    [replicate] api_base, trainer_model, reconcile_interval_s
+    [replicate] api_base, trainer_model, reconcile_interval_s, status_url
     [database] synchronous ("normal": survives a crash of the process;
                "full": also survives power loss, at a lower delivery rate)
 
@@ -21,7 +21,8 @@ Environment: REPLICATE_WEBHOOKD_CONFIG (the TOML path), REPLICATE_WEBHOOKD_HOST,
 _PORT, _DATA_DIR, _OUTPUTS_DIR, _ALLOWED_IPS, _TRUSTED_PROXIES, _CLIENT_IP_HEADER,
 _OUTPUT_HOSTS (lists separated by commas or spaces), REPLICATE_WEBHOOK_SECRET (one
 or more `whsec_` secrets separated by white space), REPLICATE_WEBHOOKD_ADMIN_TOKEN,
-HF_TOKEN, REPLICATE_API_BASE (overrides replicate.api_base) and REPLICATE_API_TOKEN
+HF_TOKEN, REPLICATE_API_BASE (overrides replicate.api_base), REPLICATE_STATUS_URL
+(overrides replicate.status_url) and REPLICATE_API_TOKEN
 (read from the environment only: never from a file, never stored).
 """
 
@@ -45,6 +46,7 @@ SECRET_ENV = "REPLICATE_WEBHOOK_SECRET"
 ADMIN_TOKEN_ENV = ENV_PREFIX + "ADMIN_TOKEN"
 API_TOKEN_ENV = "REPLICATE_API_TOKEN"
 API_BASE_ENV = "REPLICATE_API_BASE"
+STATUS_URL_ENV = "REPLICATE_STATUS_URL"
 SYNCHRONOUS_MODES = ("normal", "full")
 _HEADER_NAME = re.compile(r"^[A-Za-z0-9-]{1,64}$")
 _HOST = re.compile(r"^[A-Za-z0-9.-]{1,253}(:\d{1,5})?$")
@@ -70,6 +72,7 @@ _DEFAULTS: dict[str, dict[str, Any]] = {
         "api_base": limits.REPLICATE_API_BASE,
         "trainer_model": limits.REPLICATE_TRAINER_MODEL,
         "reconcile_interval_s": limits.RECONCILE_INTERVAL_S,
+        "status_url": limits.REPLICATE_STATUS_URL,
     },
     "delivery": {
         "allowed_hosts": ["replicate.delivery"],
@@ -153,6 +156,7 @@ class ReplicateSettings:
     api_base: str  # no trailing slash
     trainer_model: str  # owner/name
     reconcile_interval_s: float
+    status_url: str  # the public status page, no trailing slash
     # REPLICATE_API_TOKEN as given, surrounding white space included, so that a
     # refused token can be explained; the client sends it stripped.
     token: Secret | None
@@ -366,6 +370,9 @@ def _replicate(section: dict[str, Any], env: Mapping[str, str]) -> ReplicateSett
     model = section["trainer_model"]
     if not isinstance(model, str) or not _REPO_ID.match(model):
         raise ConfigError(f"replicate.trainer_model: not an owner/name: {model!r}")
+    status = env.get(STATUS_URL_ENV, "").strip() or section["status_url"]
+    if not isinstance(status, str) or not re.match(r"^https?://[^\s/?#]+", status):
+        raise ConfigError(f"replicate.status_url: not an http(s) URL: {status!r}")
     token = env.get(API_TOKEN_ENV, "")
     return ReplicateSettings(
         api_base=base.rstrip("/"),
@@ -376,6 +383,7 @@ def _replicate(section: dict[str, Any], env: Mapping[str, str]) -> ReplicateSett
             0.05,
             86400,
         ),
+        status_url=status.rstrip("/"),
         token=Secret(token) if token.strip() else None,
     )
 

@@ -106,10 +106,12 @@ def output_server(tmp_path: Path) -> Iterator[Any]:
 
 @pytest.fixture
 async def fake_replicate(monkeypatch: pytest.MonkeyPatch) -> Any:
-    """A Replicate API on 127.0.0.1 (tests.fakes.replicate); REPLICATE_API_BASE
-    points at it, and `fake.env()` gives the settings env for the daemon."""
+    """A Replicate API and status page on 127.0.0.1 (tests.fakes.replicate);
+    REPLICATE_API_BASE and REPLICATE_STATUS_URL point at it, and `fake.env()`
+    gives the settings env for the daemon."""
     from tests.fakes.replicate import serve_fake_replicate
 
     async with serve_fake_replicate() as fake:
         monkeypatch.setenv("REPLICATE_API_BASE", fake.url)
+        monkeypatch.setenv("REPLICATE_STATUS_URL", fake.status_url)
         yield fake

@@ -15,6 +15,7 @@ from daemon.appkeys import REPLICATE, SETTINGS
 from daemon.errors import ApiError
 from daemon.replicate.client import ReplicateClient
 from daemon.replicate.errors import InvalidToken, ReplicateError, TokenMissing
+from daemon.replicate.status import replicate_status
 
 
 async def client_context(app: web.Application) -> AsyncIterator[None]:
@@ -45,6 +46,12 @@ async def versions(request: web.Request) -> web.Response:
     except ReplicateError as exc:
         raise as_api_error(exc) from None
     return web.json_response({"model": client.trainer_model, "versions": found})
+
+
+async def status(request: web.Request) -> web.Response:
+    """Replicate's public status page; 200 with "unknown" when it cannot be read."""
+    found = await replicate_status(request.app[SETTINGS].replicate.status_url)
+    return web.json_response(found)
 
 
 def as_api_error(exc: ReplicateError) -> ApiError:

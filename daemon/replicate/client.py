@@ -106,6 +106,17 @@ class ReplicateClient:
         path = f"/{kind}/{_checked(job_id)}/cancel"
         return _object(_decode(await self._request("POST", path)))
 
+    async def cancel_job(self, job_id: str) -> bytes:
+        """Cancel a training, or the prediction when no training has the id; the
+        raw JSON of the answer, as a webhook would carry it."""
+        job_id = _checked(job_id)
+        try:
+            return await self._request("POST", f"/trainings/{job_id}/cancel")
+        except ReplicateError as exc:
+            if exc.status != 404:
+                raise
+        return await self._request("POST", f"/predictions/{job_id}/cancel")
+
     async def default_webhook_secret(self) -> Secret:
         body = _object(await self._get_json("/webhooks/default/secret"))
         key = body.get("key")

@@ -88,31 +88,44 @@ class Reconciler:
 
     async def _poll(self, job_id: str, get_url: str | None) -> Receipt:
         body = await self.client.job_snapshot(job_id, get_url)
-        event = parse_body(body)
-        if event.job_id != job_id:
-            raise ValueError(f"Replicate answered for another id {event.job_id!r}")
-        digest = hashlib.sha256(body).hexdigest()
-        delivery = Delivery(
-            webhook_id=f"poll:{job_id}:{digest}",
-            received_at=time.time(),
-            body_bytes=len(body),
-            body_sha256=digest,
-            signature=SIGNATURE_LABEL,
-            event=event,
-        )
-        receipt = await self.writer.submit(
-            lambda conn: record_delivery(conn, delivery, self.plan)
+        receipt = await apply_snapshot(
+            self.writer, self.plan, job_id, body, label=SIGNATURE_LABEL
         )
         if receipt.tasks_created:
             self.workers.wake()
-        if receipt.status_changed:
-            log.info(
-                "job %s: %s -> %s (reconciliation)",
-                job_id,
-                receipt.previous_status or "new",
-                receipt.status,
-            )
+        log_transition(receipt, "reconciliation")
         return receipt
+
+
+async def apply_snapshot(
+    writer: Writer, plan: OutputPlan, job_id: str, body: bytes, *, label: str
+) -> Receipt:
+    """Record a training or prediction object from the API as a synthetic delivery
+    `<label>:<job>:<sha256>`, through the webhook's own state machine."""
+    event = parse_body(body)
+    if event.job_id != job_id:
+        raise ValueError(f"Replicate answered for another id {event.job_id!r}")
+    digest = hashlib.sha256(body).hexdigest()
+    delivery = Delivery(
+        webhook_id=f"{label}:{job_id}:{digest}",
+        received_at=time.time(),
+        body_bytes=len(body),
+        body_sha256=digest,
+        signature=label,
+        event=event,
+    )
+    return await writer.submit(lambda conn: record_delivery(conn, delivery, plan))
+
+
+def log_transition(receipt: Receipt, reason: str) -> None:
+    if receipt.status_changed:
+        log.info(
+            "job %s: %s -> %s (%s)",
+            receipt.job_id,
+            receipt.previous_status or "new",
+            receipt.status,
+            reason,
+        )
 
 
 async def reconcile_context(app: web.Application) -> AsyncIterator[None]:

@@ -7,6 +7,10 @@ problem+json errors. Every call must carry `Authorization: Bearer <token>`.
 Tests set jobs (`trainings`, `predictions`), the versions and the page size, read
 what arrived (`requests`) and script the next answers of a route (`fail`): a
 status, a problem+json body and optionally a Retry-After header.
+
+The same server is also Replicate's public status page (Atlassian Statuspage v2,
+GET /api/v2/status.json, no token): `status_page` is the body it answers and
+`status_http` its HTTP status; `status_url` is its base.
 """
 
 from __future__ import annotations
@@ -63,6 +67,28 @@ def training(job_id: str, status: str, **fields: Any) -> dict[str, Any]:
     return body
 
 
+def status_page(indicator: str, description: str | None = None) -> dict[str, Any]:
+    """A Statuspage v2 status.json body."""
+    descriptions = {
+        "none": "All Systems Operational",
+        "minor": "Minor Service Outage",
+        "major": "Partial System Outage",
+        "critical": "Major System Outage",
+    }
+    return {
+        "page": {
+            "id": "fake0page0id",
+            "name": "Replicate",
+            "url": "https://www.replicatestatus.com",
+            "updated_at": "2024-01-28T12:00:00.000Z",
+        },
+        "status": {
+            "indicator": indicator,
+            "description": description or descriptions.get(indicator, indicator),
+        },
+    }
+
+
 @dataclass
 class FakeReplicate:
     token: str = TOKEN
@@ -77,9 +103,19 @@ class FakeReplicate:
     webhook_key: str = field(default_factory=lambda: "whsec_" + secrets.token_hex(16))
     requests: list[Seen] = field(default_factory=list)
     scripted: dict[str, list[Scripted]] = field(default_factory=dict)
+    status_page: Any = field(default_factory=lambda: status_page("none"))
+    status_http: int = 200
+
+    @property
+    def status_url(self) -> str:
+        return self.url.removesuffix("/v1")
 
     def env(self) -> dict[str, str]:
-        return {"REPLICATE_API_BASE": self.url, "REPLICATE_API_TOKEN": self.token}
+        return {
+            "REPLICATE_API_BASE": self.url,
+            "REPLICATE_API_TOKEN": self.token,
+            "REPLICATE_STATUS_URL": self.status_url,
+        }
 
     def fail(
         self, route: str, status: int, *, times: int = 1, retry_after: str | None = None
@@ -119,6 +155,7 @@ class FakeReplicate:
         app.router.add_get(
             "/v1/webhooks/default/secret", self._secret, name="webhook_secret"
         )
+        app.router.add_get("/api/v2/status.json", self._status, name="status")
         return app
 
     @web.middleware
@@ -127,6 +164,8 @@ class FakeReplicate:
         self.requests.append(
             Seen(request.method, request.path, request.query_string, auth)
         )
+        if request.path.startswith("/api/v2/"):  # the public status page
+            return await handler(request)
         if auth != f"Bearer {self.token}":
             return _problem_response(Scripted(401, problem(401)))
         route = request.match_info.route.name or ""
@@ -177,6 +216,13 @@ class FakeReplicate:
         body = payload_json(_REAL + "docs_webhooks_default_secret.json")
         body["key"] = self.webhook_key
         return web.json_response(body)
+
+    async def _status(self, request: web.Request) -> web.Response:
+        return web.Response(
+            status=self.status_http,
+            text=json.dumps(self.status_page),
+            content_type="application/json",
+        )
 
 
 def _problem_response(answer: Scripted) -> web.Response:
