@@ -141,8 +141,9 @@ async def fetch_tasks(
             clauses.append(f"{column} = ?")
             params.append(value)
     where = ("WHERE " + " AND ".join(clauses)) if clauses else ""
+    # Fixed column names; every value is bound.
     sql = (
-        f"SELECT {_TASK_COLUMNS} FROM output_tasks {where}"  # noqa: S608 - fixed columns
+        f"SELECT {_TASK_COLUMNS} FROM output_tasks {where}"  # noqa: S608
         " ORDER BY id DESC LIMIT ? OFFSET ?"
     )
     async with conn.execute(sql, (*params, limit, offset)) as cursor:
