@@ -19,11 +19,12 @@ from daemon import limits
 from daemon.access import WEBHOOK_PATH, admin_middleware
 from daemon.appkeys import (
     BODY_SLOTS,
-    HMAC_KEYS,
     HTTP,
     OUTPUT_PLAN,
     READER,
+    REPLICATE,
     SETTINGS,
+    SIGNING_KEYS,
     STATS,
     WORKERS,
     WRITER,
@@ -38,6 +39,7 @@ from daemon.record.writer import Writer
 from daemon.replicate import api as replicate_api
 from daemon.replicate.cancel import cancel as cancel_job
 from daemon.replicate.reconcile import reconcile_context
+from daemon.replicate.signing import open_signing_keys
 from daemon.stats import DeliveryStats
 
 log = logging.getLogger(__name__)
@@ -51,13 +53,13 @@ def create_app(settings: Settings) -> web.Application:
         client_max_size=settings.max_body_bytes,
     )
     app[SETTINGS] = settings
-    app[HMAC_KEYS] = settings.hmac_keys()
     app[STATS] = DeliveryStats()
     app[BODY_SLOTS] = asyncio.Semaphore(limits.MAX_BODIES_IN_FLIGHT)
     app[OUTPUT_PLAN] = pipeline.output_plan(settings)
     app.cleanup_ctx.append(_database)
     app.cleanup_ctx.append(_http_client)
     app.cleanup_ctx.append(replicate_api.client_context)
+    app.cleanup_ctx.append(_signing_keys)  # needs the database and the client
     app.cleanup_ctx.append(_delivery_workers)
     app.cleanup_ctx.append(reconcile_context)  # feeds the workers: started last
     app.router.add_post(WEBHOOK_PATH, receive_webhook)
@@ -114,6 +116,15 @@ async def _http_client(app: web.Application) -> AsyncIterator[None]:
         yield
     finally:
         await session.close()
+
+
+async def _signing_keys(app: web.Application) -> AsyncIterator[None]:
+    keys = await open_signing_keys(app[SETTINGS], app[REPLICATE], app[WRITER])
+    app[SIGNING_KEYS] = keys
+    try:
+        yield
+    finally:
+        await keys.close()
 
 
 async def _delivery_workers(app: web.Application) -> AsyncIterator[None]:

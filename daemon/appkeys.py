@@ -13,10 +13,11 @@ from daemon.deliver.worker import DeliveryWorkers
 from daemon.record.jobs import OutputPlan
 from daemon.record.writer import Writer
 from daemon.replicate.client import ReplicateClient
+from daemon.replicate.signing import SigningKeys
 from daemon.stats import DeliveryStats
 
 SETTINGS = web.AppKey("settings", Settings)
-HMAC_KEYS = web.AppKey("hmac_keys", tuple[bytes, ...])
+SIGNING_KEYS = web.AppKey("signing_keys", SigningKeys)
 BODY_SLOTS = web.AppKey("body_slots", asyncio.Semaphore)
 WRITER = web.AppKey("writer", Writer)
 READER = web.AppKey("reader", aiosqlite.Connection)

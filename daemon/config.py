@@ -21,6 +21,7 @@ Environment: REPLICATE_WEBHOOKD_CONFIG (the TOML path), REPLICATE_WEBHOOKD_HOST,
 _PORT, _DATA_DIR, _OUTPUTS_DIR, _ALLOWED_IPS, _TRUSTED_PROXIES, _CLIENT_IP_HEADER,
 _OUTPUT_HOSTS (lists separated by commas or spaces), REPLICATE_WEBHOOK_SECRET (one
 or more `whsec_` secrets separated by white space), REPLICATE_WEBHOOKD_ADMIN_TOKEN,
+REPLICATE_WEBHOOKD_SECRET_KEY (a Fernet key for the fetched signing secret at rest),
 HF_TOKEN, REPLICATE_API_BASE (overrides replicate.api_base), REPLICATE_STATUS_URL
 (overrides replicate.status_url) and REPLICATE_API_TOKEN
 (read from the environment only: never from a file, never stored).
@@ -28,12 +29,15 @@ HF_TOKEN, REPLICATE_API_BASE (overrides replicate.api_base), REPLICATE_STATUS_UR
 
 from __future__ import annotations
 
+import binascii
 import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from cryptography.fernet import Fernet
 
 from daemon import limits
 from daemon.receive.client_ip import IPNetwork, parse_network
@@ -44,6 +48,7 @@ ENV_PREFIX = "REPLICATE_WEBHOOKD_"
 CONFIG_ENV = ENV_PREFIX + "CONFIG"
 SECRET_ENV = "REPLICATE_WEBHOOK_SECRET"
 ADMIN_TOKEN_ENV = ENV_PREFIX + "ADMIN_TOKEN"
+SECRET_KEY_ENV = ENV_PREFIX + "SECRET_KEY"
 API_TOKEN_ENV = "REPLICATE_API_TOKEN"
 API_BASE_ENV = "REPLICATE_API_BASE"
 STATUS_URL_ENV = "REPLICATE_STATUS_URL"
@@ -185,6 +190,8 @@ class Settings:
     hub: HubSettings
     s3: S3Settings
     replicate: ReplicateSettings
+    # Fernet key for the fetched signing secret at rest; None: <data_dir>/secret.key
+    secret_key: Secret | None = None
 
     @property
     def database_path(self) -> Path:
@@ -273,12 +280,17 @@ def _validate(
             "webhook.body_timeout_s", webhook["body_timeout_s"], 0.1, 3600
         ),
         synchronous=synchronous.lower(),
-        webhook_keys=_webhook_keys(env.get(SECRET_ENV, ""), require_secret),
+        # With an API token the secret can be fetched from Replicate instead.
+        webhook_keys=_webhook_keys(
+            env.get(SECRET_ENV, ""),
+            require_secret and not env.get(API_TOKEN_ENV, "").strip(),
+        ),
         admin_token=Secret(admin) if admin else None,
         delivery=_delivery(values["delivery"]),
         hub=_hub(values["hub"], env),
         s3=_s3(values["s3"]),
         replicate=_replicate(values["replicate"], env),
+        secret_key=_fernet_key(env.get(SECRET_KEY_ENV, "")),
     )
 
 
@@ -444,7 +456,8 @@ def _webhook_keys(raw: str, required: bool) -> tuple[Secret, ...]:
         raise ConfigError(
             f"{SECRET_ENV}: not set; export your Replicate signing secret "
             f"({SECRET_ENV}=whsec_...), which the API returns at "
-            "GET /v1/webhooks/default/secret"
+            f"GET /v1/webhooks/default/secret, or set {API_TOKEN_ENV} and the "
+            "daemon fetches it"
         )
     keys = []
     for position, entry in enumerate(entries, start=1):
@@ -456,3 +469,16 @@ def _webhook_keys(raw: str, required: bool) -> tuple[Secret, ...]:
             ) from None
         keys.append(Secret(entry))
     return tuple(keys)
+
+
+def _fernet_key(raw: str) -> Secret | None:
+    if not raw.strip():
+        return None
+    try:
+        Fernet(raw.strip())
+    except (ValueError, binascii.Error):
+        raise ConfigError(
+            f"{SECRET_KEY_ENV}: not a Fernet key (32 bytes in url-safe base64; "
+            "value hidden)"
+        ) from None
+    return Secret(raw.strip())

@@ -111,3 +111,7 @@ RECONCILE_MAX_JOBS = 500
 REPLICATE_STATUS_URL = "https://www.replicatestatus.com"
 REPLICATE_STATUS_TIMEOUT_S = 3.0
 REPLICATE_STATUS_MAX_BYTES = 64 * 1024
+# Fetched signing secret: a delivery that fails verification may trigger a refetch
+# (the secret may have rotated), but forged requests must not make the daemon call
+# Replicate more than once in this long; failed start-up fetches retry as often.
+SECRET_REFETCH_INTERVAL_S = 60.0

@@ -37,7 +37,11 @@ async def serve(settings: Settings) -> None:
     in_flight = _InFlight()
     app.middlewares.insert(0, in_flight.middleware)
     runner = web.AppRunner(app, handle_signals=False, access_log=None)
-    await runner.setup()
+    try:
+        await runner.setup()
+    except BaseException:
+        await runner.cleanup()  # stops what started before the failing step
+        raise
     site = web.TCPSite(
         runner, settings.host, settings.port, shutdown_timeout=limits.SHUTDOWN_GRACE_S
     )

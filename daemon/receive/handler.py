@@ -21,9 +21,9 @@ from daemon import limits
 from daemon.access import CLIENT_ADDRESS, client_of
 from daemon.appkeys import (
     BODY_SLOTS,
-    HMAC_KEYS,
     OUTPUT_PLAN,
     SETTINGS,
+    SIGNING_KEYS,
     STATS,
     WORKERS,
     WRITER,
@@ -31,7 +31,7 @@ from daemon.appkeys import (
 from daemon.errors import ApiError
 from daemon.receive.body import check_declared, read_capped
 from daemon.receive.client_ip import contains
-from daemon.receive.signature import Verification, header_problem, verify
+from daemon.receive.signature import Verdict, Verification, header_problem, verify
 from daemon.record.events import BodyError, Event, parse_body
 from daemon.record.jobs import Delivery, Receipt, WebhookIdConflict, record_delivery
 from daemon.record.writer import StorageUnavailable
@@ -87,17 +87,31 @@ async def _receive(request: web.Request) -> Receipt:
     if problem:
         raise ApiError(401, "invalid_signature", problem)
 
-    keys: tuple[bytes, ...] = request.app[HMAC_KEYS]
+    keys = request.app[SIGNING_KEYS]
+    if not keys.current():  # fail closed: no secret, no delivery is accepted
+        raise ApiError(
+            503,
+            "secret_unavailable",
+            "the signing secret could not be fetched from Replicate; retry later",
+            headers={"Retry-After": str(limits.RETRY_AFTER_S)},
+        )
     body = await _read_body(request, settings.max_body_bytes, settings.body_timeout_s)
-    verification = verify(
-        keys,
-        msg_id,
-        timestamp,
-        signature,
-        body,
-        now=time.time(),
-        tolerance_s=settings.timestamp_tolerance_s,
-    )
+
+    def check() -> Verification:
+        return verify(
+            keys.current(),
+            msg_id,
+            timestamp,
+            signature,
+            body,
+            now=time.time(),
+            tolerance_s=settings.timestamp_tolerance_s,
+        )
+
+    verification = check()
+    # A fetched secret may have rotated: refetch (rate-limited), then retry once.
+    if verification.verdict is Verdict.INVALID and await keys.refresh():
+        verification = check()
     if not verification.ok:
         raise ApiError(401, verification.verdict.value, verification.reason)
 
