@@ -72,6 +72,7 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_get("/api/cloud/replicate/validate", replicate_api.validate)
     app.router.add_get("/api/cloud/replicate/versions", replicate_api.versions)
     app.router.add_get("/api/cloud/replicate/status", replicate_api.status)
+    app.router.add_get("/api/cloud/replicate/billing", replicate_api.billing)
     app.router.add_get("/healthz", api.healthz)
     app.router.add_get("/readyz", api.readyz)
     return app

@@ -14,6 +14,7 @@ cancel ID         cancel a job at Replicate and record its new state
 status            Replicate's public status page (never fails on an outage)
 secret            a fingerprint of Replicate's signing secret (--check: which
                   REPLICATE_WEBHOOK_SECRET entry matches); never the secret
+billing           recorded spend in the current cost period against the limit
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from daemon import __version__
+from daemon import __version__, cost
 from daemon.config import SECRET_ENV, ConfigError, Settings, load_settings
 from daemon.deliver import queue
 from daemon.read import queries
@@ -115,6 +116,9 @@ def _parser() -> argparse.ArgumentParser:
     secret.add_argument(
         "--check", action="store_true", help=f"compare with ${SECRET_ENV}"
     )
+
+    bill = _command(commands, "billing", _billing, "spend against the cost limit")
+    bill.add_argument("--json", action="store_true", help="print JSON")
 
     sign = commands.add_parser("sign", help="print signature headers for a body")
     sign.set_defaults(run=_sign)
@@ -350,6 +354,8 @@ async def _read(path: Path, what: str, *args: Any) -> Any:
             return await queries.list_jobs(conn, status=status, limit=limit, offset=0)
         if what == "get":
             return await queries.get_job(conn, args[0])
+        if what == "spend":
+            return await cost.period_spend(conn, *args)
         if what == "tasks":
             job_id, state = args
             return await queries.fetch_tasks(conn, job_id=job_id, state=state)
@@ -527,6 +533,33 @@ def _secret(args: argparse.Namespace) -> int:
     for number, mine in enumerate(local, 1):
         print(f"  entry {number}: {_fingerprint(mine)}")
     return 1
+
+
+def _billing(args: argparse.Namespace) -> int:
+    settings = _settings(args, require_secret=False)
+    path = _existing_database(settings)
+    spend = asyncio.run(_read(path, "spend", settings.cost, time.time()))
+    # This process made no Replicate call, so it has seen no 402.
+    report = cost.billing_report(spend, settings.cost, None)
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    period, limit = report["period"], report["limit"]
+    print(f"period: {period['name']} {period['start']} to {period['end']}")
+    print(f"spend: ${report['spend']:.2f}")
+    if limit is None:
+        print("limit: none")
+    else:
+        print(
+            f"limit: ${limit['amount']:.2f} ({limit['action']}); "
+            f"remaining ${report['remaining']:.2f}"
+            + ("; OVER LIMIT" if report["over_limit"] else "")
+        )
+    print(f"balance: unknown ({report['balance_reason']})\n")
+    rows = [("DATE", "SPEND")]
+    rows += [(day["date"], f"${day['spend']:.2f}") for day in report["by_day"]]
+    _print_table(rows)
+    return 0
 
 
 def _fingerprint(key: bytes) -> str:

@@ -14,6 +14,10 @@ TOML keys:
     [s3]       bucket, key_template, endpoint_url, region, access_key_id,
                secret_access_key, checksum, part_size_bytes, concurrency
     [replicate] api_base, trainer_model, reconcile_interval_s, status_url
+    [cost]     prices_per_hour (a table: hardware name -> USD per hour, added to
+               the defaults), default_hardware, limit_amount (0: no limit),
+               limit_period (daily|weekly|monthly), limit_action (warn|block),
+               time_zone (IANA name: where calendar periods begin)
     [database] synchronous ("normal": survives a crash of the process;
                "full": also survives power loss, at a lower delivery rate)
 
@@ -36,6 +40,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from cryptography.fernet import Fernet
 
@@ -78,6 +83,14 @@ _DEFAULTS: dict[str, dict[str, Any]] = {
         "trainer_model": limits.REPLICATE_TRAINER_MODEL,
         "reconcile_interval_s": limits.RECONCILE_INTERVAL_S,
         "status_url": limits.REPLICATE_STATUS_URL,
+    },
+    "cost": {
+        "prices_per_hour": dict(limits.HARDWARE_PRICES_PER_HOUR),
+        "default_hardware": limits.DEFAULT_HARDWARE,
+        "limit_amount": 0,
+        "limit_period": "monthly",
+        "limit_action": "warn",
+        "time_zone": "UTC",
     },
     "delivery": {
         "allowed_hosts": ["replicate.delivery"],
@@ -167,6 +180,27 @@ class ReplicateSettings:
     token: Secret | None
 
 
+@dataclass(frozen=True)
+class CostSettings:
+    prices_per_hour: tuple[tuple[str, float], ...]  # (hardware, USD per hour)
+    default_hardware: str  # has a price; also the price of unknown hardware
+    limit_amount: float  # USD per period; 0: no limit
+    limit_period: str  # daily | weekly | monthly, calendar periods in time_zone
+    limit_action: str  # warn | block
+    time_zone: str  # IANA name
+
+    def price_per_hour(self, hardware: str | None) -> float:
+        """The hardware's price; unknown or missing hardware: the default's."""
+        prices = dict(self.prices_per_hour)
+        if hardware in prices:
+            return prices[hardware]
+        return prices[self.default_hardware]
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.time_zone)
+
+
 class ConfigError(ValueError):
     """A setting is missing or invalid; str() is the one line to show the user."""
 
@@ -190,6 +224,7 @@ class Settings:
     hub: HubSettings
     s3: S3Settings
     replicate: ReplicateSettings
+    cost: CostSettings
     # Fernet key for the fetched signing secret at rest; None: <data_dir>/secret.key
     secret_key: Secret | None = None
 
@@ -290,6 +325,7 @@ def _validate(
         hub=_hub(values["hub"], env),
         s3=_s3(values["s3"]),
         replicate=_replicate(values["replicate"], env),
+        cost=_cost(values["cost"]),
         secret_key=_fernet_key(env.get(SECRET_KEY_ENV, "")),
     )
 
@@ -397,6 +433,47 @@ def _replicate(section: dict[str, Any], env: Mapping[str, str]) -> ReplicateSett
         ),
         status_url=status.rstrip("/"),
         token=Secret(token) if token.strip() else None,
+    )
+
+
+def _cost(section: dict[str, Any]) -> CostSettings:
+    given = section["prices_per_hour"]
+    if not isinstance(given, dict):
+        raise ConfigError(f"cost.prices_per_hour: must be a table, got {given!r}")
+    prices = dict(limits.HARDWARE_PRICES_PER_HOUR)
+    for name, price in given.items():
+        if not name.strip():
+            raise ConfigError("cost.prices_per_hour: a hardware name is empty")
+        prices[name.strip()] = _number(
+            f"cost.prices_per_hour.{name}", price, 0, 1_000_000
+        )
+    default = _text("cost.default_hardware", section["default_hardware"])
+    if default not in prices:
+        raise ConfigError(
+            f"cost.default_hardware: no price for {default!r} in cost.prices_per_hour"
+        )
+    period = section["limit_period"]
+    if period not in limits.COST_PERIODS:
+        raise ConfigError(
+            f"cost.limit_period: must be one of {limits.COST_PERIODS}, got {period!r}"
+        )
+    action = section["limit_action"]
+    if action not in limits.COST_ACTIONS:
+        raise ConfigError(
+            f"cost.limit_action: must be one of {limits.COST_ACTIONS}, got {action!r}"
+        )
+    zone = _text("cost.time_zone", section["time_zone"])
+    try:
+        ZoneInfo(zone)
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        raise ConfigError(f"cost.time_zone: not an IANA time zone: {zone!r}") from None
+    return CostSettings(
+        prices_per_hour=tuple(sorted(prices.items())),
+        default_hardware=default,
+        limit_amount=_number("cost.limit_amount", section["limit_amount"], 0, 1e9),
+        limit_period=period,
+        limit_action=action,
+        time_zone=zone,
     )
 
 

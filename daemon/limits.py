@@ -115,3 +115,14 @@ REPLICATE_STATUS_MAX_BYTES = 64 * 1024
 # (the secret may have rotated), but forged requests must not make the daemon call
 # Replicate more than once in this long; failed start-up fetches retry as often.
 SECRET_REFETCH_INTERVAL_S = 60.0
+
+# Cost: Replicate's list prices in USD per hour at the time of writing; the table
+# in [cost] adds to or overrides these. A job whose hardware is unknown is priced
+# as the default hardware.
+HARDWARE_PRICES_PER_HOUR = {"L40S": 3.50, "A100 (80GB)": 5.00}
+DEFAULT_HARDWARE = "L40S"
+COST_PERIODS = ("daily", "weekly", "monthly")
+COST_ACTIONS = ("warn", "block")
+# A job is looked for this long before a period starts: it may have been created
+# (queued) before the period and started inside it.
+COST_LOOKBACK_S = 7 * 86400.0

@@ -67,6 +67,7 @@ async def test_empty_database_lists_no_jobs(daemon_client):
         "limit": 50,
         "offset": 0,
         "next_offset": None,
+        "period_spend": 0.0,
     }
 
 

@@ -8,8 +8,8 @@ import time
 
 from aiohttp import web
 
-from daemon import limits
-from daemon.appkeys import READER, WRITER
+from daemon import cost, limits
+from daemon.appkeys import READER, SETTINGS, WRITER
 from daemon.errors import ApiError
 from daemon.read import queries
 from daemon.record import db
@@ -27,6 +27,10 @@ async def list_jobs(request: web.Request) -> web.Response:
     jobs = await queries.list_jobs(conn, status=status, limit=limit, offset=offset)
     total = await queries.count_jobs(conn, status)
     following = offset + len(jobs)
+    now, prices = time.time(), request.app[SETTINGS].cost
+    for job in jobs:
+        job["cost"] = round(cost.job_cost(job, prices, now), 4)
+    spend = await cost.period_spend(conn, prices, now)
     return web.json_response(
         {
             "jobs": jobs,
@@ -34,6 +38,7 @@ async def list_jobs(request: web.Request) -> web.Response:
             "limit": limit,
             "offset": offset,
             "next_offset": following if following < total else None,
+            "period_spend": spend.total,
         }
     )
 

@@ -7,11 +7,13 @@ Replicate's refusals become the daemon's one error shape: no token configured is
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from daemon.appkeys import REPLICATE, SETTINGS
+from daemon import cost
+from daemon.appkeys import READER, REPLICATE, SETTINGS
 from daemon.errors import ApiError
 from daemon.replicate.client import ReplicateClient
 from daemon.replicate.errors import InvalidToken, ReplicateError, TokenMissing
@@ -52,6 +54,14 @@ async def status(request: web.Request) -> web.Response:
     """Replicate's public status page; 200 with "unknown" when it cannot be read."""
     found = await replicate_status(request.app[SETTINGS].replicate.status_url)
     return web.json_response(found)
+
+
+async def billing(request: web.Request) -> web.Response:
+    """Recorded spend in the current period against the limit; needs no token."""
+    settings = request.app[SETTINGS].cost
+    spend = await cost.period_spend(request.app[READER], settings, time.time())
+    credit = request.app[REPLICATE].last_insufficient_credit
+    return web.json_response(cost.billing_report(spend, settings, credit))
 
 
 def as_api_error(exc: ReplicateError) -> ApiError:
