@@ -15,14 +15,15 @@ status            Replicate's public status page (never fails on an outage)
 secret            a fingerprint of Replicate's signing secret (--check: which
                   REPLICATE_WEBHOOK_SECRET entry matches); never the secret
 billing           recorded spend in the current cost period against the limit
+
+The last six, which talk to Replicate or report on its costs, live in
+daemon.cli_replicate.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import hashlib
-import hmac
 import json
 import logging
 import os
@@ -61,6 +62,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
+    # Imported here: cli_replicate builds on this module's helpers.
+    from daemon import cli_replicate
+
     parser = argparse.ArgumentParser(
         prog="replicate-webhookd",
         description="Receive, record and deliver Replicate training jobs.",
@@ -104,20 +108,41 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("--now", type=int, help="clock to check against (unix seconds)")
     check.add_argument("--tolerance", type=int, default=300, help="seconds of skew")
 
-    _command(commands, "validate", _validate, "check the Replicate API token")
-    versions = _command(commands, "versions", _versions, "list trainer versions")
+    _command(
+        commands,
+        "validate",
+        cli_replicate.validate_command,
+        "check the Replicate API token",
+    )
+    versions = _command(
+        commands, "versions", cli_replicate.versions_command, "list trainer versions"
+    )
     versions.add_argument("--model", help="owner/name (default: the trainer model)")
     versions.add_argument("--json", action="store_true", help="print JSON")
-    stop = _command(commands, "cancel", _cancel, "cancel a job at Replicate")
+    stop = _command(
+        commands, "cancel", cli_replicate.cancel_command, "cancel a job at Replicate"
+    )
     stop.add_argument("job_id", metavar="ID")
-    health = _command(commands, "status", _status, "Replicate's status page")
+    health = _command(
+        commands, "status", cli_replicate.status_command, "Replicate's status page"
+    )
     health.add_argument("--json", action="store_true", help="print JSON")
-    secret = _command(commands, "secret", _secret, "fingerprint the signing secret")
+    secret = _command(
+        commands,
+        "secret",
+        cli_replicate.secret_command,
+        "fingerprint the signing secret",
+    )
     secret.add_argument(
         "--check", action="store_true", help=f"compare with ${SECRET_ENV}"
     )
 
-    bill = _command(commands, "billing", _billing, "spend against the cost limit")
+    bill = _command(
+        commands,
+        "billing",
+        cli_replicate.billing_command,
+        "spend against the cost limit",
+    )
     bill.add_argument("--json", action="store_true", help="print JSON")
 
     sign = commands.add_parser("sign", help="print signature headers for a body")
@@ -172,7 +197,7 @@ def _configure_logging() -> None:
     )
 
 
-def _settings(args: argparse.Namespace, *, require_secret: bool) -> Settings:
+def settings_for(args: argparse.Namespace, *, require_secret: bool) -> Settings:
     overrides = {
         "server.host": getattr(args, "host", None),
         "server.port": getattr(args, "port", None),
@@ -189,7 +214,7 @@ def _settings(args: argparse.Namespace, *, require_secret: bool) -> Settings:
 def _serve(args: argparse.Namespace) -> int:
     from daemon.serve import serve  # the server stack loads only for this command
 
-    settings = _settings(args, require_secret=True)
+    settings = settings_for(args, require_secret=True)
     _check_folder("server.data_dir", settings.data_dir)
     _check_folder("server.outputs_dir", settings.outputs_dir)
     try:
@@ -212,7 +237,7 @@ def _check_folder(key: str, path: Path) -> None:
 
 
 def _migrate(args: argparse.Namespace) -> int:
-    settings = _settings(args, require_secret=False)
+    settings = settings_for(args, require_secret=False)
     _check_folder("server.data_dir", settings.data_dir)
     conn = db.connect(settings.database_path, synchronous=settings.synchronous)
     try:
@@ -224,8 +249,8 @@ def _migrate(args: argparse.Namespace) -> int:
 
 
 def _jobs(args: argparse.Namespace) -> int:
-    path = _existing_database(_settings(args, require_secret=False))
-    jobs = asyncio.run(_read(path, "list", args.status, max(1, args.limit)))
+    path = existing_database(settings_for(args, require_secret=False))
+    jobs = asyncio.run(read_database(path, "list", args.status, max(1, args.limit)))
     if args.json:
         print(json.dumps(jobs, indent=2))
         return 0
@@ -242,12 +267,12 @@ def _jobs(args: argparse.Namespace) -> int:
                 f"{predict:.1f}" if predict is not None else "-",
             )
         )
-    _print_table(rows)
+    print_table(rows)
     return 0
 
 
-def _print_table(table: Sequence[Sequence[object]]) -> None:
-    rows = [[_terminal_safe(str(cell)) for cell in row] for row in table]
+def print_table(table: Sequence[Sequence[object]]) -> None:
+    rows = [[terminal_safe(str(cell)) for cell in row] for row in table]
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
         cells = (
@@ -256,21 +281,21 @@ def _print_table(table: Sequence[Sequence[object]]) -> None:
         print("  ".join(cells).rstrip())
 
 
-def _terminal_safe(text: str) -> str:
+def terminal_safe(text: str) -> str:
     """Stored text comes from webhooks: show control characters, never send them."""
     return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
 
 
 def _job(args: argparse.Namespace) -> int:
-    path = _existing_database(_settings(args, require_secret=False))
+    path = existing_database(settings_for(args, require_secret=False))
     if args.logs:
-        found = asyncio.run(_read(path, "logs", args.job_id))
+        found = asyncio.run(read_database(path, "logs", args.job_id))
         if found is None:
             print(f"no job with id {args.job_id!r}", file=sys.stderr)
             return 1
         sys.stdout.buffer.write(found[0])
         return 0
-    job = asyncio.run(_read(path, "get", args.job_id))
+    job = asyncio.run(read_database(path, "get", args.job_id))
     if job is None:
         print(f"no job with id {args.job_id!r}", file=sys.stderr)
         return 1
@@ -280,20 +305,20 @@ def _job(args: argparse.Namespace) -> int:
     history = job.pop("history")
     for key, value in job.items():
         shown = json.dumps(value) if isinstance(value, dict | list) else value
-        print(f"{key:>16}: {'-' if shown is None else _terminal_safe(str(shown))}")
+        print(f"{key:>16}: {'-' if shown is None else terminal_safe(str(shown))}")
     print("\nhistory:")
     for item in history:
         print(
             f"  {item['received_at']}  {item['kind']:<9} {item['status']:<11} "
             f"{item['outcome']:<9} {item['body_bytes']:>8} B  "
-            + _terminal_safe(item["webhook_id"])
+            + terminal_safe(item["webhook_id"])
         )
     return 0
 
 
 def _deliveries(args: argparse.Namespace) -> int:
-    path = _existing_database(_settings(args, require_secret=False))
-    tasks = asyncio.run(_read(path, "tasks", args.job, args.state))
+    path = existing_database(settings_for(args, require_secret=False))
+    tasks = asyncio.run(read_database(path, "tasks", args.job, args.state))
     if args.json:
         print(json.dumps(tasks, indent=2))
         return 0
@@ -311,13 +336,13 @@ def _deliveries(args: argparse.Namespace) -> int:
                 task["reason"] or "-",
             )
         )
-    _print_table(rows)
+    print_table(rows)
     return 0
 
 
 def _retry(args: argparse.Namespace) -> int:
-    settings = _settings(args, require_secret=False)
-    path = _existing_database(settings)
+    settings = settings_for(args, require_secret=False)
+    path = existing_database(settings)
     conn = db.connect(path, synchronous=settings.synchronous)
     try:
         conn.execute("BEGIN IMMEDIATE")
@@ -339,14 +364,14 @@ def _retry(args: argparse.Namespace) -> int:
     return 0
 
 
-def _existing_database(settings: Settings) -> Path:
+def existing_database(settings: Settings) -> Path:
     path = settings.database_path
     if not path.exists():
         raise db.SchemaError(f"no database at {path}: the daemon has not run yet")
     return path
 
 
-async def _read(path: Path, what: str, *args: Any) -> Any:
+async def read_database(path: Path, what: str, *args: Any) -> Any:
     conn = await queries.open_reader(path)
     try:
         if what == "list":
@@ -408,160 +433,3 @@ def _sign(args: argparse.Namespace) -> int:
     print(f"webhook-timestamp: {timestamp}")
     print(f"webhook-signature: {entry}")
     return 0
-
-
-def _validate(args: argparse.Namespace) -> int:
-    from daemon.replicate.client import ReplicateClient
-    from daemon.replicate.errors import ReplicateError
-
-    client = ReplicateClient(_settings(args, require_secret=False).replicate)
-    try:
-        account = asyncio.run(_closing(client, client.account()))
-    except ReplicateError as exc:
-        print(f"replicate-webhookd: {exc}", file=sys.stderr)
-        return 1
-    print(
-        "token valid: "
-        + _terminal_safe(f"{account.get('username')} ({account.get('type')}), ")
-        + _terminal_safe(str(account.get("name")))
-    )
-    return 0
-
-
-def _versions(args: argparse.Namespace) -> int:
-    from daemon.replicate.client import ReplicateClient
-    from daemon.replicate.errors import ReplicateError
-
-    client = ReplicateClient(_settings(args, require_secret=False).replicate)
-    model = args.model or client.trainer_model
-    try:
-        found = asyncio.run(_closing(client, client.model_versions(model)))
-    except (ReplicateError, ValueError) as exc:
-        print(f"replicate-webhookd: {exc}", file=sys.stderr)
-        return 1
-    if args.json:
-        print(json.dumps(found, indent=2))
-        return 0
-    rows = [("ID", "CREATED", "COG")]
-    rows += [(v.get("id"), v.get("created_at"), v.get("cog_version")) for v in found]
-    _print_table(rows)
-    return 0
-
-
-async def _closing(client: Any, call: Any) -> Any:
-    try:
-        return await call
-    finally:
-        await client.close()
-
-
-def _cancel(args: argparse.Namespace) -> int:
-    from daemon.replicate.cancel import CancelRefused
-    from daemon.replicate.errors import ReplicateError
-
-    settings = _settings(args, require_secret=False)
-    path = _existing_database(settings)
-    try:
-        receipt = asyncio.run(_cancel_recorded(settings, path, args.job_id))
-    except (CancelRefused, ReplicateError) as exc:
-        print(f"replicate-webhookd: {exc}", file=sys.stderr)
-        return 1
-    print(f"job {args.job_id}: {receipt.previous_status} -> {receipt.status}")
-    return 0
-
-
-async def _cancel_recorded(settings: Settings, path: Path, job_id: str) -> Any:
-    """The endpoint's own steps, with this process's writer; a running daemon's
-    workers pick up any delivery task this queues."""
-    from daemon.deliver.pipeline import output_plan
-    from daemon.record.writer import Writer
-    from daemon.replicate.cancel import cancel_job
-    from daemon.replicate.client import ReplicateClient
-
-    writer = Writer(path, synchronous=settings.synchronous)
-    await asyncio.to_thread(writer.open)
-    client = ReplicateClient(settings.replicate)
-    try:
-        reader = await queries.open_reader(path)
-        try:
-            plan = output_plan(settings)
-            return await cancel_job(client, writer, reader, plan, job_id)
-        finally:
-            await reader.close()
-    finally:
-        await client.close()
-        await asyncio.to_thread(writer.close)
-
-
-def _status(args: argparse.Namespace) -> int:
-    from daemon.replicate.status import replicate_status
-
-    settings = _settings(args, require_secret=False)
-    found = asyncio.run(replicate_status(settings.replicate.status_url))
-    if args.json:
-        print(json.dumps(found, indent=2))
-        return 0
-    print(_terminal_safe(f"{found['indicator']}: {found['description']}"))
-    return 0
-
-
-def _secret(args: argparse.Namespace) -> int:
-    from daemon.replicate.client import ReplicateClient
-    from daemon.replicate.errors import ReplicateError
-
-    settings = _settings(args, require_secret=False)
-    client = ReplicateClient(settings.replicate)
-    try:
-        fetched = asyncio.run(_closing(client, client.default_webhook_secret()))
-        key = signature.decode_secret(fetched.reveal())
-    except ReplicateError as exc:
-        print(f"replicate-webhookd: {exc}", file=sys.stderr)
-        return 1
-    except ValueError:
-        print("replicate-webhookd: Replicate's secret does not decode", file=sys.stderr)
-        return 1
-    print(f"Replicate signing secret: {_fingerprint(key)}")
-    if not args.check:
-        return 0
-
-    local = settings.hmac_keys()
-    matches = [n for n, mine in enumerate(local, 1) if hmac.compare_digest(mine, key)]
-    if matches:
-        print(f"matches {SECRET_ENV} entry {matches[0]} of {len(local)}")
-        return 0
-    print(f"matches no entry of {SECRET_ENV} ({len(local)} set)")
-    for number, mine in enumerate(local, 1):
-        print(f"  entry {number}: {_fingerprint(mine)}")
-    return 1
-
-
-def _billing(args: argparse.Namespace) -> int:
-    settings = _settings(args, require_secret=False)
-    path = _existing_database(settings)
-    spend = asyncio.run(_read(path, "spend", settings.cost, time.time()))
-    # This process made no Replicate call, so it has seen no 402.
-    report = cost.billing_report(spend, settings.cost, None)
-    if args.json:
-        print(json.dumps(report, indent=2))
-        return 0
-    period, limit = report["period"], report["limit"]
-    print(f"period: {period['name']} {period['start']} to {period['end']}")
-    print(f"spend: ${report['spend']:.2f}")
-    if limit is None:
-        print("limit: none")
-    else:
-        print(
-            f"limit: ${limit['amount']:.2f} ({limit['action']}); "
-            f"remaining ${report['remaining']:.2f}"
-            + ("; OVER LIMIT" if report["over_limit"] else "")
-        )
-    print(f"balance: unknown ({report['balance_reason']})\n")
-    rows = [("DATE", "SPEND")]
-    rows += [(day["date"], f"${day['spend']:.2f}") for day in report["by_day"]]
-    _print_table(rows)
-    return 0
-
-
-def _fingerprint(key: bytes) -> str:
-    """Enough to tell keys apart, nothing to sign with."""
-    return f"sha256 {hashlib.sha256(key).hexdigest()[:12]}, {len(key)} bytes"
