@@ -25,7 +25,7 @@ import aiosqlite
 
 from daemon import limits
 from daemon.config import CostSettings
-from daemon.record.events import is_terminal
+from daemon.record.events import epoch, is_terminal
 from daemon.replicate.errors import CreditNotice
 
 BALANCE_REASON = "Replicate has no public balance API"
@@ -136,19 +136,6 @@ def billing_report(
             else None
         ),
     }
-
-
-def epoch(value: Any) -> float | None:
-    """Unix seconds of an ISO 8601 time as Replicate writes it; None otherwise."""
-    if not isinstance(value, str):
-        return None
-    try:
-        moment = datetime.fromisoformat(value)
-    except ValueError:
-        return None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.timestamp()
 
 
 def _midnight(day: date, zone: ZoneInfo) -> datetime:

@@ -39,7 +39,7 @@ def from_status(
     status: int, what: str, retry_after: str | None = None
 ) -> DeliveryError:
     """Sort an HTTP status from `what` into the tree above."""
-    wait = _seconds(retry_after)
+    wait = retry_after_s(retry_after)
     if status in (404, 410):
         return SourceExpired("source_expired", f"{what} answered {status}: gone")
     if status == 429 or status >= 500 or status == 408:
@@ -49,10 +49,12 @@ def from_status(
     return Permanent(f"http_{status}", f"{what} answered {status}")
 
 
-def _seconds(value: str | None) -> float | None:
-    if value is None:
-        return None
-    text = value.strip()
+MAX_RETRY_AFTER_S = 3600  # a longer wait than this is the queue's backoff to choose
+
+
+def retry_after_s(value: str | None) -> float | None:
+    """Retry-After in delay-seconds, capped; an HTTP date is left to the backoff."""
+    text = (value or "").strip()
     if text.isascii() and text.isdigit():
-        return float(min(int(text), 3600))
+        return float(min(int(text), MAX_RETRY_AFTER_S))
     return None

@@ -34,7 +34,7 @@ from huggingface_hub.utils.tqdm import disable_progress_bars
 
 from daemon import __version__
 from daemon.config import HubSettings
-from daemon.deliver.errors import DeliveryError, Permanent, Retryable
+from daemon.deliver.errors import DeliveryError, Permanent, Retryable, retry_after_s
 from daemon.deliver.publish import PublishRequest
 from daemon.sensitive import MASK, Secret
 
@@ -44,7 +44,6 @@ T = TypeVar("T")
 
 TIMEOUT_S = 120.0  # per read or write: the Hub may think a while over a large commit
 CONNECT_TIMEOUT_S = 10.0
-MAX_RETRY_AFTER_S = 3600  # a longer wait than this is the queue's backoff to choose
 _QUOTE_CHARS = 200  # how much of the server's explanation goes into a message
 _TOKEN_SHAPED = re.compile(r"hf_[A-Za-z0-9_-]{6,}|Bearer\s+\S+", re.IGNORECASE)
 _HINTS = {
@@ -183,7 +182,7 @@ def _from_response(error: HfHubHTTPError, what: str) -> DeliveryError:
     if error.server_message:
         message += f" ({_quote(error.server_message)})"
     if status in (408, 412, 429) or status >= 500:
-        wait = _retry_after_s(error.response.headers.get("retry-after"))
+        wait = retry_after_s(error.response.headers.get("retry-after"))
         return Retryable(f"http_{status}", message, retry_after_s=wait)
     return Permanent(f"http_{status}", message)
 
@@ -201,14 +200,6 @@ def _quote(text: str) -> str:
     """The server's words on one short line, with anything token-shaped masked."""
     line = " ".join(_TOKEN_SHAPED.sub(MASK, text).split())
     return line if len(line) <= _QUOTE_CHARS else line[: _QUOTE_CHARS - 3] + "..."
-
-
-def _retry_after_s(value: str | None) -> float | None:
-    # Only delay-seconds; an HTTP date leaves the wait to the queue's backoff.
-    text = (value or "").strip()
-    if text.isascii() and text.isdigit():
-        return float(min(int(text), MAX_RETRY_AFTER_S))
-    return None
 
 
 def _description(request: PublishRequest) -> str:

@@ -139,7 +139,7 @@ def _fields(body: dict[str, Any], output_json: str | None) -> dict[str, Any]:
         "metrics_json": json.dumps(metrics) if metrics else None,
         "predict_time_s": _seconds(predict_time),
         "created_at": created_at,
-        "created_ts": _epoch(created_at),
+        "created_ts": epoch(created_at),
         "started_at": _timestamp(body.get("started_at")),
         "completed_at": _timestamp(body.get("completed_at")),
         "source": _short_text(body.get("source")),
@@ -178,10 +178,11 @@ def _storable(text: str) -> str:
 
 def _timestamp(value: Any) -> str | None:
     """Keep the original text (2 to 9 fractional digits) when it is a real time."""
-    return value if _epoch(value) is not None else None
+    return value if epoch(value) is not None else None
 
 
-def _epoch(value: Any) -> float | None:
+def epoch(value: Any) -> float | None:
+    """Unix seconds of an ISO 8601 time as Replicate writes it; None otherwise."""
     if not isinstance(value, str) or len(value) > 64:
         return None
     try:
