@@ -13,10 +13,10 @@ import hmac
 from aiohttp import web
 
 from daemon.appkeys import SETTINGS
+from daemon.config import WEBHOOK_PATH
 from daemon.errors import ApiError, Handler
 from daemon.receive.client_ip import ClientAddressError, IPAddress, resolve_client
 
-WEBHOOK_PATH = "/api/webhooks/replicate"
 CLIENT_ADDRESS: web.RequestKey[IPAddress] = web.RequestKey("client_address")
 
 
@@ -24,7 +24,7 @@ def client_of(request: web.Request) -> IPAddress:
     """The request's client address; garbage in a trusted header is a 403."""
     if CLIENT_ADDRESS in request:
         return request[CLIENT_ADDRESS]
-    settings = request.app[SETTINGS]
+    settings = request.app[SETTINGS].current
     header = settings.client_ip_header
     try:
         client = resolve_client(
@@ -49,7 +49,7 @@ async def admin_middleware(
 
 
 def _check_admin(request: web.Request) -> None:
-    token = request.app[SETTINGS].admin_token
+    token = request.app[SETTINGS].current.admin_token
     if token is None:
         if not client_of(request).is_loopback:
             raise ApiError(

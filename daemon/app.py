@@ -16,11 +16,10 @@ import aiohttp
 from aiohttp import web
 
 from daemon import limits
-from daemon.access import WEBHOOK_PATH, admin_middleware
+from daemon.access import admin_middleware
 from daemon.appkeys import (
     BODY_SLOTS,
     HTTP,
-    OUTPUT_PLAN,
     READER,
     REPLICATE,
     SETTINGS,
@@ -29,14 +28,16 @@ from daemon.appkeys import (
     WORKERS,
     WRITER,
 )
-from daemon.config import Settings
+from daemon.config import WEBHOOK_PATH, Settings
 from daemon.deliver import pipeline
 from daemon.errors import error_middleware
+from daemon.live import LiveSettings
 from daemon.read import api, queries
 from daemon.read import deliveries as deliveries_api
 from daemon.receive.handler import receive_webhook
 from daemon.record.writer import Writer
 from daemon.replicate import api as replicate_api
+from daemon.replicate import provider
 from daemon.replicate.cancel import cancel as cancel_job
 from daemon.replicate.reconcile import reconcile_context
 from daemon.replicate.signing import open_signing_keys
@@ -52,10 +53,9 @@ def create_app(settings: Settings) -> web.Application:
         middlewares=[error_middleware, admin_middleware],
         client_max_size=settings.max_body_bytes,
     )
-    app[SETTINGS] = settings
+    app[SETTINGS] = LiveSettings(settings)
     app[STATS] = DeliveryStats()
     app[BODY_SLOTS] = asyncio.Semaphore(limits.MAX_BODIES_IN_FLIGHT)
-    app[OUTPUT_PLAN] = pipeline.output_plan(settings)
     app.cleanup_ctx.append(_database)
     app.cleanup_ctx.append(_http_client)
     app.cleanup_ctx.append(replicate_api.client_context)
@@ -73,18 +73,29 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_get("/api/cloud/replicate/versions", replicate_api.versions)
     app.router.add_get("/api/cloud/replicate/status", replicate_api.status)
     app.router.add_get("/api/cloud/replicate/billing", replicate_api.billing)
+    app.router.add_post("/api/cloud/replicate/submit", replicate_api.submit)
+    app.router.add_get("/api/cloud/providers/replicate", provider.get_provider)
+    app.router.add_put("/api/cloud/providers/replicate", provider.put_provider)
     app.router.add_get("/healthz", api.healthz)
     app.router.add_get("/readyz", api.readyz)
     return app
 
 
 async def _database(app: web.Application) -> AsyncIterator[None]:
-    settings = app[SETTINGS]
+    """The database, and the provider settings stored in it put in force."""
+    live = app[SETTINGS]
+    settings = live.current
     writer = Writer(settings.database_path, synchronous=settings.synchronous)
     applied = await asyncio.to_thread(writer.open)
     if applied:
         log.info("database %s: applied %s", settings.database_path, ", ".join(applied))
     app[WRITER] = writer
+    try:
+        stored = await writer.submit(provider.stored_changes)
+        live.replace(provider.with_stored(settings, stored))
+    except BaseException:
+        await asyncio.to_thread(writer.close)
+        raise
     try:
         app[READER] = await queries.open_reader(settings.database_path)
     except BaseException:
@@ -99,7 +110,7 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
 
 async def _http_client(app: web.Application) -> AsyncIterator[None]:
     """Outbound HTTP for output downloads: bounded waits, an optional extra CA."""
-    delivery = app[SETTINGS].delivery
+    delivery = app[SETTINGS].current.delivery
     context = ssl.create_default_context()
     if delivery.ca_file is not None:
         context.load_verify_locations(cafile=str(delivery.ca_file))
@@ -120,7 +131,7 @@ async def _http_client(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _signing_keys(app: web.Application) -> AsyncIterator[None]:
-    keys = await open_signing_keys(app[SETTINGS], app[REPLICATE], app[WRITER])
+    keys = await open_signing_keys(app[SETTINGS].current, app[REPLICATE], app[WRITER])
     app[SIGNING_KEYS] = keys
     try:
         yield

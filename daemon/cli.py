@@ -15,6 +15,7 @@ status            Replicate's public status page (never fails on an outage)
 secret            a fingerprint of Replicate's signing secret (--check: which
                   REPLICATE_WEBHOOK_SECRET entry matches); never the secret
 billing           recorded spend in the current cost period against the limit
+submit            start a training through the running daemon (daemon.cli_submit)
 
 The last six, which talk to Replicate or report on its costs, live in
 daemon.cli_replicate.
@@ -63,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _parser() -> argparse.ArgumentParser:
     # Imported here: cli_replicate builds on this module's helpers.
-    from daemon import cli_replicate
+    from daemon import cli_replicate, cli_submit
 
     parser = argparse.ArgumentParser(
         prog="replicate-webhookd",
@@ -144,6 +145,7 @@ def _parser() -> argparse.ArgumentParser:
         "spend against the cost limit",
     )
     bill.add_argument("--json", action="store_true", help="print JSON")
+    cli_submit.add_parser(commands, _command)
 
     sign = commands.add_parser("sign", help="print signature headers for a body")
     sign.set_defaults(run=_sign)
@@ -197,24 +199,33 @@ def _configure_logging() -> None:
     )
 
 
-def settings_for(args: argparse.Namespace, *, require_secret: bool) -> Settings:
+def settings_for(
+    args: argparse.Namespace, *, require_secret: bool, stored: bool = True
+) -> Settings:
+    """Settings from the file, the environment and the flags; with `stored`, the
+    provider settings a running daemon was given through the API on top."""
     overrides = {
         "server.host": getattr(args, "host", None),
         "server.port": getattr(args, "port", None),
         "server.data_dir": args.data_dir,
     }
-    return load_settings(
+    settings = load_settings(
         os.environ,
         config_path=args.config,
         overrides=overrides,
         require_secret=require_secret,
     )
+    if stored and settings.database_path.exists():
+        from daemon.replicate.provider import read_stored, with_stored
+
+        settings = with_stored(settings, read_stored(settings.database_path))
+    return settings
 
 
 def _serve(args: argparse.Namespace) -> int:
     from daemon.serve import serve  # the server stack loads only for this command
 
-    settings = settings_for(args, require_secret=True)
+    settings = settings_for(args, require_secret=True, stored=False)
     _check_folder("server.data_dir", settings.data_dir)
     _check_folder("server.outputs_dir", settings.outputs_dir)
     try:

@@ -23,10 +23,9 @@ from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 
 from daemon import limits
-from daemon.access import WEBHOOK_PATH
 from daemon.app import create_app
 from daemon.appkeys import STATS
-from daemon.config import Settings
+from daemon.config import WEBHOOK_PATH, Settings
 from daemon.errors import Handler
 
 log = logging.getLogger(__name__)

@@ -21,7 +21,6 @@ from daemon import limits
 from daemon.access import CLIENT_ADDRESS, client_of
 from daemon.appkeys import (
     BODY_SLOTS,
-    OUTPUT_PLAN,
     SETTINGS,
     SIGNING_KEYS,
     STATS,
@@ -75,7 +74,7 @@ async def receive_webhook(request: web.Request) -> web.Response:
 
 
 async def _receive(request: web.Request) -> Receipt:
-    settings = request.app[SETTINGS]
+    settings = request.app[SETTINGS].current
     client = client_of(request)
     if settings.allowed_ips and not contains(settings.allowed_ips, client):
         raise ApiError(403, "forbidden_ip", f"{client} is not in webhook.allowed_ips")
@@ -170,7 +169,7 @@ def _delivery(
 
 
 async def _commit(request: web.Request, delivery: Delivery) -> Receipt:
-    writer, plan = request.app[WRITER], request.app[OUTPUT_PLAN]
+    writer, plan = request.app[WRITER], request.app[SETTINGS].plan
     try:
         async with asyncio.timeout(limits.COMMIT_WAIT_S):
             receipt = await writer.submit(
