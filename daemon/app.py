@@ -16,10 +16,11 @@ import aiohttp
 from aiohttp import web
 
 from daemon import limits
-from daemon.access import WEBHOOK_PATH, admin_middleware
+from daemon.access import METRICS_PATH, WEBHOOK_PATH, admin_middleware
 from daemon.appkeys import (
     BODY_SLOTS,
     HTTP,
+    METRICS,
     OUTPUT_PLAN,
     READER,
     REPLICATE,
@@ -30,8 +31,11 @@ from daemon.appkeys import (
     WRITER,
 )
 from daemon.config import Settings
-from daemon.deliver import pipeline
+from daemon.deliver import pipeline, queue
 from daemon.errors import error_middleware
+from daemon.observe import endpoint
+from daemon.observe.metrics import Metrics
+from daemon.observe.request_id import request_id_middleware
 from daemon.read import api, queries
 from daemon.read import deliveries as deliveries_api
 from daemon.receive.handler import receive_webhook
@@ -47,15 +51,22 @@ log = logging.getLogger(__name__)
 
 def create_app(settings: Settings) -> web.Application:
     # The webhook reads its own body under settings.max_body_bytes; this cap only
-    # guards aiohttp's own readers.
+    # guards aiohttp's own readers. The request id comes first so that every log
+    # line and every answer, errors included, carries it.
     app = web.Application(
-        middlewares=[error_middleware, admin_middleware],
+        middlewares=[
+            request_id_middleware,
+            endpoint.timing_middleware,
+            error_middleware,
+            admin_middleware,
+        ],
         client_max_size=settings.max_body_bytes,
     )
     app[SETTINGS] = settings
     app[STATS] = DeliveryStats()
     app[BODY_SLOTS] = asyncio.Semaphore(limits.MAX_BODIES_IN_FLIGHT)
-    app[OUTPUT_PLAN] = pipeline.output_plan(settings)
+    app[OUTPUT_PLAN] = plan = pipeline.output_plan(settings)
+    app[METRICS] = Metrics(app[STATS], (queue.LOCAL, *plan.destinations))
     app.cleanup_ctx.append(_database)
     app.cleanup_ctx.append(_http_client)
     app.cleanup_ctx.append(replicate_api.client_context)
@@ -75,6 +86,7 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_get("/api/cloud/replicate/billing", replicate_api.billing)
     app.router.add_get("/healthz", api.healthz)
     app.router.add_get("/readyz", api.readyz)
+    app.router.add_get(METRICS_PATH, endpoint.metrics)
     return app
 
 
@@ -129,7 +141,9 @@ async def _signing_keys(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _delivery_workers(app: web.Application) -> AsyncIterator[None]:
-    workers = pipeline.build_workers(app[SETTINGS], app[WRITER], app[HTTP])
+    workers = pipeline.build_workers(
+        app[SETTINGS], app[WRITER], app[HTTP], on_end=app[METRICS].delivery_ended
+    )
     app[WORKERS] = workers
     workers.start()
     try:

@@ -12,6 +12,7 @@ import asyncio
 import logging
 import shutil
 import sqlite3
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
@@ -58,7 +59,10 @@ def output_plan(settings: Settings) -> OutputPlan:
 
 
 def build_workers(
-    settings: Settings, writer: Writer, session: aiohttp.ClientSession
+    settings: Settings,
+    writer: Writer,
+    session: aiohttp.ClientSession,
+    on_end: Callable[[str, str], None] | None = None,
 ) -> DeliveryWorkers:
     copier = LocalCopier(settings, writer, session)
     destinations = {
@@ -82,6 +86,7 @@ def build_workers(
         lease_s=settings.delivery.lease_s,
         backoff_base_s=settings.delivery.backoff_base_s,
         after_success=after_success,
+        on_end=on_end,
     )
 
 
