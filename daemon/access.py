@@ -1,9 +1,10 @@
 """Access rules: who the client is, and who may use the admin API.
 
-Every /api/ route but the webhook needs `Authorization: Bearer <admin token>` when
-REPLICATE_WEBHOOKD_ADMIN_TOKEN is set; when it is not, those routes answer loopback
-clients only. The client is resolved the same way as for the webhook allowlist, so a
-request relayed by a trusted proxy is judged by its real origin, not the proxy.
+Every /api/ route but the webhook, and /metrics, needs `Authorization: Bearer
+<admin token>` when REPLICATE_WEBHOOKD_ADMIN_TOKEN is set; when it is not, those
+routes answer loopback clients only; /healthz and /readyz stay open. The client
+is resolved the same way as for the webhook allowlist, so a request relayed by a
+trusted proxy is judged by its real origin, not the proxy.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from daemon.config import WEBHOOK_PATH
 from daemon.errors import ApiError, Handler
 from daemon.receive.client_ip import ClientAddressError, IPAddress, resolve_client
 
+METRICS_PATH = "/metrics"
 CLIENT_ADDRESS: web.RequestKey[IPAddress] = web.RequestKey("client_address")
 
 
@@ -43,9 +45,13 @@ def client_of(request: web.Request) -> IPAddress:
 async def admin_middleware(
     request: web.Request, handler: Handler
 ) -> web.StreamResponse:
-    if request.path.startswith("/api/") and request.path != WEBHOOK_PATH:
+    if _is_admin_path(request.path):
         _check_admin(request)
     return await handler(request)
+
+
+def _is_admin_path(path: str) -> bool:
+    return (path.startswith("/api/") and path != WEBHOOK_PATH) or path == METRICS_PATH
 
 
 def _check_admin(request: web.Request) -> None:

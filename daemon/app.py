@@ -16,10 +16,11 @@ import aiohttp
 from aiohttp import web
 
 from daemon import limits
-from daemon.access import admin_middleware
+from daemon.access import METRICS_PATH, admin_middleware
 from daemon.appkeys import (
     BODY_SLOTS,
     HTTP,
+    METRICS,
     READER,
     REPLICATE,
     SETTINGS,
@@ -29,9 +30,12 @@ from daemon.appkeys import (
     WRITER,
 )
 from daemon.config import WEBHOOK_PATH, Settings
-from daemon.deliver import pipeline
+from daemon.deliver import pipeline, queue
 from daemon.errors import error_middleware
 from daemon.live import LiveSettings
+from daemon.observe import endpoint
+from daemon.observe.metrics import Metrics
+from daemon.observe.request_id import request_id_middleware
 from daemon.read import api, queries
 from daemon.read import deliveries as deliveries_api
 from daemon.receive.handler import receive_webhook
@@ -48,14 +52,22 @@ log = logging.getLogger(__name__)
 
 def create_app(settings: Settings) -> web.Application:
     # The webhook reads its own body under settings.max_body_bytes; this cap only
-    # guards aiohttp's own readers.
+    # guards aiohttp's own readers. The request id comes first so that every log
+    # line and every answer, errors included, carries it.
     app = web.Application(
-        middlewares=[error_middleware, admin_middleware],
+        middlewares=[
+            request_id_middleware,
+            endpoint.timing_middleware,
+            error_middleware,
+            admin_middleware,
+        ],
         client_max_size=settings.max_body_bytes,
     )
     app[SETTINGS] = LiveSettings(settings)
     app[STATS] = DeliveryStats()
     app[BODY_SLOTS] = asyncio.Semaphore(limits.MAX_BODIES_IN_FLIGHT)
+    # Every publisher has a worker, configured or not (targets change at run time).
+    app[METRICS] = Metrics(app[STATS], (queue.LOCAL, *pipeline.PUBLISHERS))
     app.cleanup_ctx.append(_database)
     app.cleanup_ctx.append(_http_client)
     app.cleanup_ctx.append(replicate_api.client_context)
@@ -78,6 +90,7 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_put("/api/cloud/providers/replicate", provider.put_provider)
     app.router.add_get("/healthz", api.healthz)
     app.router.add_get("/readyz", api.readyz)
+    app.router.add_get(METRICS_PATH, endpoint.metrics)
     return app
 
 
@@ -140,7 +153,9 @@ async def _signing_keys(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _delivery_workers(app: web.Application) -> AsyncIterator[None]:
-    workers = pipeline.build_workers(app[SETTINGS], app[WRITER], app[HTTP])
+    workers = pipeline.build_workers(
+        app[SETTINGS], app[WRITER], app[HTTP], on_end=app[METRICS].delivery_ended
+    )
     app[WORKERS] = workers
     workers.start()
     try:

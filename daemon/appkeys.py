@@ -10,6 +10,7 @@ from aiohttp import web
 
 from daemon.deliver.worker import DeliveryWorkers
 from daemon.live import LiveSettings
+from daemon.observe.metrics import Metrics
 from daemon.record.writer import Writer
 from daemon.replicate.client import ReplicateClient
 from daemon.replicate.signing import SigningKeys
@@ -22,6 +23,7 @@ BODY_SLOTS = web.AppKey("body_slots", asyncio.Semaphore)
 WRITER = web.AppKey("writer", Writer)
 READER = web.AppKey("reader", aiosqlite.Connection)
 STATS = web.AppKey("stats", DeliveryStats)
+METRICS = web.AppKey("metrics", Metrics)
 HTTP = web.AppKey("http", aiohttp.ClientSession)
 WORKERS = web.AppKey("workers", DeliveryWorkers)
 REPLICATE = web.AppKey("replicate", ReplicateClient)

@@ -38,9 +38,11 @@ from typing import Any
 from daemon import __version__, cost
 from daemon.config import SECRET_ENV, ConfigError, Settings, load_settings
 from daemon.deliver import queue
+from daemon.observe import logs
 from daemon.read import queries
 from daemon.receive import signature
 from daemon.record import db
+from daemon.sensitive import secret_values
 
 log = logging.getLogger("daemon")
 
@@ -76,6 +78,9 @@ def _parser() -> argparse.ArgumentParser:
     serve = _command(commands, "serve", _serve, "run the daemon")
     serve.add_argument("--host", help="address to listen on (default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port to listen on (default 8080)")
+    serve.add_argument(
+        "--log-format", choices=logs.FORMATS, help="text (default) or json lines"
+    )
 
     _command(commands, "migrate", _migrate, "apply pending database migrations")
 
@@ -174,29 +179,13 @@ def _task_id(text: str) -> int:
 
 def _configure_logging() -> None:
     level = os.environ.get("REPLICATE_WEBHOOKD_LOG_LEVEL", "INFO").upper()
-    if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+    if level not in logs.LEVELS:
         raise ConfigError(
             f"REPLICATE_WEBHOOKD_LOG_LEVEL: must be DEBUG, INFO, WARNING or ERROR, "
             f"got {level!r}"
         )
-    # Client libraries print request headers (credentials) at DEBUG: keep them quiet.
-    noisy_clients = (
-        "botocore",
-        "aiobotocore",
-        "boto3",
-        "urllib3",
-        "httpx",
-        "httpx2",
-        "huggingface_hub",
-        "hf_xet",
-    )
-    for noisy in noisy_clients:
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-    logging.basicConfig(
-        level=getattr(logging, level),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    # Text until the settings are read; `serve` then applies log.format.
+    logs.configure(level)
 
 
 def settings_for(
@@ -208,6 +197,7 @@ def settings_for(
         "server.host": getattr(args, "host", None),
         "server.port": getattr(args, "port", None),
         "server.data_dir": args.data_dir,
+        "log.format": getattr(args, "log_format", None),
     }
     settings = load_settings(
         os.environ,
@@ -226,6 +216,8 @@ def _serve(args: argparse.Namespace) -> int:
     from daemon.serve import serve  # the server stack loads only for this command
 
     settings = settings_for(args, require_secret=True, stored=False)
+    logs.use_format(settings.log_format)
+    logs.redact(secret_values(settings))
     _check_folder("server.data_dir", settings.data_dir)
     _check_folder("server.outputs_dir", settings.outputs_dir)
     try:

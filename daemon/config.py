@@ -23,13 +23,14 @@ TOML keys:
                time_zone (IANA name: where calendar periods begin)
     [database] synchronous ("normal": survives a crash of the process;
                "full": also survives power loss, at a lower delivery rate)
+    [log]      format ("text", or "json": one JSON object per line)
 
 Environment: REPLICATE_WEBHOOKD_CONFIG (the TOML path), REPLICATE_WEBHOOKD_HOST,
 _PORT, _DATA_DIR, _OUTPUTS_DIR, _PUBLIC_URL, _ALLOWED_IPS, _TRUSTED_PROXIES,
-_CLIENT_IP_HEADER, _OUTPUT_HOSTS (lists separated by commas or spaces),
+_CLIENT_IP_HEADER, _OUTPUT_HOSTS (lists separated by commas or spaces), _LOG_FORMAT,
 REPLICATE_WEBHOOK_SECRET (one or more `whsec_` secrets separated by white space),
-REPLICATE_WEBHOOKD_ADMIN_TOKEN,
-REPLICATE_WEBHOOKD_SECRET_KEY (a Fernet key for the fetched signing secret at rest),
+REPLICATE_WEBHOOKD_ADMIN_TOKEN, REPLICATE_WEBHOOKD_SECRET_KEY (a Fernet key for the
+fetched signing secret at rest),
 HF_TOKEN, REPLICATE_API_BASE (overrides replicate.api_base), REPLICATE_STATUS_URL
 (overrides replicate.status_url) and REPLICATE_API_TOKEN
 (read from the environment only: never from a file, never stored).
@@ -63,6 +64,7 @@ API_BASE_ENV = "REPLICATE_API_BASE"
 STATUS_URL_ENV = "REPLICATE_STATUS_URL"
 SYNCHRONOUS_MODES = ("normal", "full")
 WEBHOOK_PATH = "/api/webhooks/replicate"
+LOG_FORMATS = ("text", "json")
 _HEADER_NAME = re.compile(r"^[A-Za-z0-9-]{1,64}$")
 _HOST = re.compile(r"^[A-Za-z0-9.-]{1,253}(:\d{1,5})?$")
 _ORIGIN = re.compile(
@@ -89,6 +91,7 @@ _DEFAULTS: dict[str, dict[str, Any]] = {
         "body_timeout_s": limits.BODY_READ_TIMEOUT_S,
     },
     "database": {"synchronous": "normal"},
+    "log": {"format": "text"},
     "replicate": {
         "api_base": limits.REPLICATE_API_BASE,
         "trainer_model": limits.REPLICATE_TRAINER_MODEL,
@@ -148,6 +151,7 @@ _ENV_KEYS = {
     "CLIENT_IP_HEADER": ("webhook", "client_ip_header"),
     "OUTPUT_HOSTS": ("delivery", "allowed_hosts"),
     "OUTPUTS_CA_FILE": ("delivery", "ca_file"),
+    "LOG_FORMAT": ("log", "format"),
 }
 
 
@@ -268,6 +272,7 @@ class Settings:
     cost: CostSettings
     # Fernet key for the fetched signing secret at rest; None: <data_dir>/secret.key
     secret_key: Secret | None = None
+    log_format: str = "text"  # or "json"
     source: Source | None = field(default=None, repr=False, compare=False)
 
     @property
@@ -393,6 +398,7 @@ def _validate(
         replicate=_replicate(values["replicate"], env),
         cost=_cost(values["cost"]),
         secret_key=_fernet_key(env.get(SECRET_KEY_ENV, "")),
+        log_format=_choice("log.format", values["log"]["format"], LOG_FORMATS),
         source=source,
     )
 
@@ -559,6 +565,12 @@ def _cost(section: dict[str, Any]) -> CostSettings:
         limit_action=action,
         time_zone=zone,
     )
+
+
+def _choice(key: str, value: Any, choices: tuple[str, ...]) -> str:
+    if value not in choices:
+        raise ConfigError(f"{key}: must be one of {', '.join(choices)}, got {value!r}")
+    return str(value)
 
 
 def _flag(key: str, value: Any) -> bool:

@@ -15,6 +15,7 @@ import asyncio
 import logging
 import shutil
 import sqlite3
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
@@ -29,6 +30,8 @@ from daemon.live import LiveSettings
 from daemon.record.writer import Writer
 
 log = logging.getLogger(__name__)
+
+PUBLISHERS = ("hub", "s3")
 
 
 class CurrentPublisher:
@@ -72,7 +75,10 @@ def _publisher(name: str, target: Any) -> Publisher:
 
 
 def build_workers(
-    live: LiveSettings, writer: Writer, session: aiohttp.ClientSession
+    live: LiveSettings,
+    writer: Writer,
+    session: aiohttp.ClientSession,
+    on_end: Callable[[str, str], None] | None = None,
 ) -> DeliveryWorkers:
     settings = live.current
     copier = LocalCopier(settings, writer, session)
@@ -84,7 +90,7 @@ def build_workers(
     destinations = {
         queue.LOCAL: Destination(queue.LOCAL, _local(copier), concurrency[queue.LOCAL])
     }
-    for name in ("hub", "s3"):
+    for name in PUBLISHERS:
         handler = _publish(CurrentPublisher(name, live), copier, writer)
         destinations[name] = Destination(name, handler, concurrency[name])
 
@@ -99,6 +105,7 @@ def build_workers(
         lease_s=settings.delivery.lease_s,
         backoff_base_s=settings.delivery.backoff_base_s,
         after_success=after_success,
+        on_end=on_end,
     )
 
 

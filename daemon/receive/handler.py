@@ -34,6 +34,7 @@ from daemon.receive.signature import Verdict, Verification, header_problem, veri
 from daemon.record.events import BodyError, Event, parse_body
 from daemon.record.jobs import Delivery, Receipt, WebhookIdConflict, record_delivery
 from daemon.record.writer import StorageUnavailable
+from daemon.stats import ACCEPTED, DUPLICATE, REJECTED
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +47,7 @@ async def receive_webhook(request: web.Request) -> web.Response:
     try:
         receipt = await _receive(request)
     except ApiError as exc:
-        stats.rejected[exc.code] += 1
+        stats.count(REJECTED, exc.code)
         log.warning(
             "webhook refused %s %s from %s webhook-id=%s: %s",
             exc.status,
@@ -58,9 +59,9 @@ async def receive_webhook(request: web.Request) -> web.Response:
         raise
     elapsed_ms = (time.perf_counter() - started) * 1000
     if receipt.duplicate:
-        stats.duplicates += 1
+        stats.count(DUPLICATE, "webhook_id_seen")
     else:
-        stats.accepted += 1
+        stats.count(ACCEPTED, receipt.outcome)
     _log_receipt(receipt, request.headers["webhook-id"], elapsed_ms)
     return web.json_response(
         {
@@ -113,6 +114,7 @@ async def _receive(request: web.Request) -> Receipt:
         verification = check()
     if not verification.ok:
         raise ApiError(401, verification.verdict.value, verification.reason)
+    request.app[STATS].verified()
 
     try:
         event = parse_body(body)
