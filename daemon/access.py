@@ -15,8 +15,8 @@ from aiohttp import web
 from daemon.appkeys import SETTINGS
 from daemon.errors import ApiError, Handler
 from daemon.receive.client_ip import ClientAddressError, IPAddress, resolve_client
+from daemon.webhook_url import WEBHOOK_PATH as WEBHOOK_PATH  # re-exported
 
-WEBHOOK_PATH = "/api/webhooks/replicate"
 CLIENT_ADDRESS: web.RequestKey[IPAddress] = web.RequestKey("client_address")
 
 

@@ -5,7 +5,8 @@ whose message is one line naming the key and the offending value (never the valu
 of a secret); the command line turns it into exit code 2.
 
 TOML keys:
-    [server]   host, port, data_dir, outputs_dir
+    [server]   host, port, data_dir, outputs_dir, public_url (the https:// base
+               URL the daemon is reached at from the internet, for `url`)
     [webhook]  allowed_ips, trusted_proxies, client_ip_header,
                timestamp_tolerance_s, max_body_bytes, body_timeout_s
     [delivery] allowed_hosts, ca_file, max_attempts, lease_s, max_file_bytes,
@@ -22,9 +23,10 @@ TOML keys:
                "full": also survives power loss, at a lower delivery rate)
 
 Environment: REPLICATE_WEBHOOKD_CONFIG (the TOML path), REPLICATE_WEBHOOKD_HOST,
-_PORT, _DATA_DIR, _OUTPUTS_DIR, _ALLOWED_IPS, _TRUSTED_PROXIES, _CLIENT_IP_HEADER,
-_OUTPUT_HOSTS (lists separated by commas or spaces), REPLICATE_WEBHOOK_SECRET (one
-or more `whsec_` secrets separated by white space), REPLICATE_WEBHOOKD_ADMIN_TOKEN,
+_PORT, _DATA_DIR, _OUTPUTS_DIR, _PUBLIC_URL, _ALLOWED_IPS, _TRUSTED_PROXIES,
+_CLIENT_IP_HEADER, _OUTPUT_HOSTS (lists separated by commas or spaces),
+REPLICATE_WEBHOOK_SECRET (one or more `whsec_` secrets separated by white space),
+REPLICATE_WEBHOOKD_ADMIN_TOKEN,
 REPLICATE_WEBHOOKD_SECRET_KEY (a Fernet key for the fetched signing secret at rest),
 HF_TOKEN, REPLICATE_API_BASE (overrides replicate.api_base), REPLICATE_STATUS_URL
 (overrides replicate.status_url) and REPLICATE_API_TOKEN
@@ -48,6 +50,7 @@ from daemon import limits
 from daemon.receive.client_ip import IPNetwork, parse_network
 from daemon.receive.signature import decode_secret
 from daemon.sensitive import Secret
+from daemon.webhook_url import normalise_base, shown
 
 ENV_PREFIX = "REPLICATE_WEBHOOKD_"
 CONFIG_ENV = ENV_PREFIX + "CONFIG"
@@ -68,6 +71,7 @@ _DEFAULTS: dict[str, dict[str, Any]] = {
         "port": limits.DEFAULT_PORT,
         "data_dir": limits.DEFAULT_DATA_DIR,
         "outputs_dir": limits.DEFAULT_OUTPUTS_DIR,
+        "public_url": "",
     },
     "webhook": {
         "allowed_ips": [],
@@ -120,6 +124,7 @@ _ENV_KEYS = {
     "PORT": ("server", "port"),
     "DATA_DIR": ("server", "data_dir"),
     "OUTPUTS_DIR": ("server", "outputs_dir"),
+    "PUBLIC_URL": ("server", "public_url"),
     "ALLOWED_IPS": ("webhook", "allowed_ips"),
     "TRUSTED_PROXIES": ("webhook", "trusted_proxies"),
     "CLIENT_IP_HEADER": ("webhook", "client_ip_header"),
@@ -227,6 +232,7 @@ class Settings:
     cost: CostSettings
     # Fernet key for the fetched signing secret at rest; None: <data_dir>/secret.key
     secret_key: Secret | None = None
+    public_url: str | None = None  # base URL, no trailing slash
 
     @property
     def database_path(self) -> Path:
@@ -327,6 +333,7 @@ def _validate(
         replicate=_replicate(values["replicate"], env),
         cost=_cost(values["cost"]),
         secret_key=_fernet_key(env.get(SECRET_KEY_ENV, "")),
+        public_url=_public_url(server["public_url"]),
     )
 
 
@@ -546,6 +553,15 @@ def _webhook_keys(raw: str, required: bool) -> tuple[Secret, ...]:
             ) from None
         keys.append(Secret(entry))
     return tuple(keys)
+
+
+def _public_url(value: Any) -> str | None:
+    if value == "":
+        return None
+    try:
+        return normalise_base(str(value))
+    except ValueError as exc:
+        raise ConfigError(f"server.public_url: {shown(str(value))} {exc}") from None
 
 
 def _fernet_key(raw: str) -> Secret | None:
