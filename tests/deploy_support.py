@@ -61,6 +61,16 @@ def rewrite(text: str, replacements: Sequence[tuple[str, str]]) -> str:
     return text
 
 
+def readme_toml(heading: str) -> str:
+    """The first TOML block after `heading` in deploy/README.md: the settings a
+    user copies, so the tests run the daemon with exactly those."""
+    text = (DEPLOY / "README.md").read_text()
+    assert heading in text, f"deploy/README.md has no {heading!r}"
+    after = text[text.index(heading) :]
+    start = after.index("```toml\n") + len("```toml\n")
+    return after[start : after.index("```", start)]
+
+
 def make_certificate(folder: Path) -> tuple[Path, Path]:
     """A self-signed certificate for HOSTNAME; the test trusts it as its own CA."""
     key = ec.generate_private_key(ec.SECP256R1())

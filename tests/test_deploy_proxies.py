@@ -33,17 +33,30 @@ from tests.deploy_support import (
     free_port,
     https,
     make_certificate,
+    readme_toml,
     rewrite,
     tool,
 )
 from tests.helpers import WEBHOOK_PATH, DaemonProcess, new_secret, signed_headers
 
-# The daemon's settings for every proxy here, as deploy/README.md gives them.
-DAEMON_ENV = {
-    "REPLICATE_WEBHOOKD_TRUSTED_PROXIES": "127.0.0.1",
-    "REPLICATE_WEBHOOKD_CLIENT_IP_HEADER": "X-Forwarded-For",
-    "REPLICATE_WEBHOOKD_ALLOWED_IPS": SENDER,  # the proxy's webhook rule, again
-}
+
+def daemon_config(folder: Path) -> Path:
+    """The daemon's settings for every proxy here, as deploy/README.md gives them,
+    with the webhook range rewritten as in the proxies."""
+    text = rewrite(
+        readme_toml("## The rule every proxy applies"),
+        [
+            (
+                'allowed_ips = ["34.82.0.0/16", "35.185.0.0/16"]',
+                f'allowed_ips = ["{SENDER}"]',
+            )
+        ],
+    )
+    path = folder / "webhookd.toml"
+    path.write_text(text)
+    return path
+
+
 SPOOFED = "203.0.113.9"
 
 
@@ -214,7 +227,9 @@ def stack(
     name: str = request.param
     folder = tmp_path_factory.mktemp(name)
     daemon = DaemonProcess(
-        data_dir=folder / "data", secret=new_secret(), extra_env=DAEMON_ENV
+        data_dir=folder / "data",
+        secret=new_secret(),
+        extra_args=["--config", str(daemon_config(folder))],
     ).start()
     port = free_port()
     proxy = STARTERS[name](folder, port, f"127.0.0.1:{daemon.port}")
