@@ -7,6 +7,7 @@ under `Type=notify` with `WatchdogSec=`.
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 import socket
@@ -87,12 +88,14 @@ def test_watchdog_pings_come_at_half_the_watchdog_interval(
         extra_env={"NOTIFY_SOCKET": path, "WATCHDOG_USEC": str(WATCHDOG_USEC)}
     )
     receive_until(sock, lambda m: any("READY" in fields(x) for x in m))
-    started = time.monotonic()
-    receive_until(sock, lambda m: pings(m) >= 6)
-    elapsed = time.monotonic() - started
-    # Six pings at 0.2 s apart take about 1.0-1.2 s; pinging at the full interval
-    # (0.4 s) would take over 2 s.
-    assert 0.8 <= elapsed < 2.0, elapsed
+    arrivals: list[float] = []
+    while len(arrivals) < 7:
+        if "WATCHDOG" in fields(receive_until(sock, bool, 5)[0]):
+            arrivals.append(time.monotonic())
+    gaps = sorted(b - a for a, b in itertools.pairwise(arrivals))
+    # Half of 0.4 s is 0.2 s; pinging at the full interval would give 0.4 s. The
+    # median ignores a gap stretched by a busy machine.
+    assert 0.15 <= gaps[len(gaps) // 2] <= 0.3, gaps
 
 
 def test_daemon_notifies_an_abstract_socket_named_with_at(
