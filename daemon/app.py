@@ -29,7 +29,6 @@ from daemon.appkeys import (
     WORKERS,
     WRITER,
 )
-from daemon.config import Settings
 from daemon.deliver import pipeline, queue
 from daemon.errors import error_middleware
 from daemon.live import LiveSettings
@@ -45,6 +44,7 @@ from daemon.replicate import provider
 from daemon.replicate.cancel import cancel as cancel_job
 from daemon.replicate.reconcile import reconcile_context
 from daemon.replicate.signing import open_signing_keys
+from daemon.settings import Settings
 from daemon.stats import DeliveryStats
 from daemon.webhook_url import WEBHOOK_PATH
 

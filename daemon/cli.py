@@ -37,13 +37,14 @@ from pathlib import Path
 from typing import Any
 
 from daemon import __version__, cost
-from daemon.config import SECRET_ENV, ConfigError, Settings, load_settings
+from daemon.config import load_settings
 from daemon.deliver import queue
 from daemon.observe import logs
 from daemon.read import queries
 from daemon.receive import signature
 from daemon.record import db
 from daemon.sensitive import secret_values
+from daemon.settings import SECRET_ENV, ConfigError, Settings
 
 log = logging.getLogger("daemon")
 

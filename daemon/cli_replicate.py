@@ -20,9 +20,9 @@ from daemon.cli import (
     settings_for,
     terminal_safe,
 )
-from daemon.config import SECRET_ENV, Settings
 from daemon.read import queries
 from daemon.receive import signature
+from daemon.settings import SECRET_ENV, Settings
 
 
 def validate_command(args: argparse.Namespace) -> int:

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from daemon.config import ADMIN_TOKEN_ENV, ConfigError
+from daemon.settings import ADMIN_TOKEN_ENV, ConfigError
 
 
 def add_parser(commands: Any, command: Any) -> None:

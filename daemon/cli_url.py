@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from daemon.config import ENV_PREFIX, ConfigError
+from daemon.settings import ENV_PREFIX, ConfigError
 from daemon.webhook_url import is_https, shown, webhook_url
 
 PUBLIC_URL_ENV = ENV_PREFIX + "PUBLIC_URL"

@@ -25,9 +25,9 @@ from zoneinfo import ZoneInfo
 import aiosqlite
 
 from daemon import limits
-from daemon.config import CostSettings
 from daemon.record.events import epoch, is_terminal
 from daemon.replicate.errors import CreditNotice
+from daemon.settings import CostSettings
 
 BALANCE_REASON = "Replicate has no public balance API"
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import asyncio
 
-from daemon.config import Settings
 from daemon.record.jobs import OutputPlan
+from daemon.settings import Settings
 
 
 class LiveSettings:

@@ -29,9 +29,9 @@ from aiohttp.web_protocol import RequestHandler
 from daemon import limits
 from daemon.app import create_app
 from daemon.appkeys import STATS, WRITER
-from daemon.config import Settings
 from daemon.errors import Handler
 from daemon.notify import Notifier
+from daemon.settings import Settings
 from daemon.webhook_url import WEBHOOK_PATH
 
 log = logging.getLogger(__name__)

@@ -10,7 +10,8 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from daemon.app import create_app
-from daemon.config import Settings, load_settings
+from daemon.config import load_settings
+from daemon.settings import Settings
 from tests.helpers import SAFE_ENV, DaemonProcess, new_secret
 
 ClientFactory = Callable[..., Awaitable[TestClient[Any, Any]]]

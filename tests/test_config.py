@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from daemon.config import ConfigError, load_settings
+from daemon.config import load_settings
 from daemon.sensitive import Secret
+from daemon.settings import ConfigError
 from tests.helpers import WEBHOOK_PATH, cli_env, new_secret, run_cli, signed_headers
 
 SECRET_ENV = "REPLICATE_WEBHOOK_SECRET"

@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from daemon.config import HubSettings
 from daemon.deliver.errors import DeliveryError, Permanent, Retryable
 from daemon.deliver.hub import HubPublisher
 from daemon.deliver.publish import LocalFile, PublishRequest
 from daemon.sensitive import Secret
+from daemon.settings import HubSettings
 from tests.fakes.hub import READ_TOKEN, TOKEN, FakeHub, enable_xet
 
 REPO = "alice/outputs"

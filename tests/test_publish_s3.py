@@ -21,11 +21,11 @@ from aiohttp.test_utils import TestServer
 from botocore.config import Config  # type: ignore[import-untyped]
 
 from daemon import limits
-from daemon.config import S3Settings
 from daemon.deliver.errors import Permanent, Retryable
 from daemon.deliver.publish import LocalFile, PublishRequest
 from daemon.deliver.s3 import S3Publisher
 from daemon.sensitive import Secret
+from daemon.settings import S3Settings
 from tests.fakes.s3 import TEST_KEY_ID, TEST_SECRET_KEY, ScriptedS3
 
 MiB = 1024 * 1024

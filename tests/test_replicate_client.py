@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
-from daemon.config import ConfigError, Settings
 from daemon.replicate.client import ReplicateClient
 from daemon.replicate.errors import InvalidToken, ReplicateError, TokenMissing
+from daemon.settings import ConfigError, Settings
 from tests.fakes.replicate import training
 from tests.helpers import cli_env, run_cli
 

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from daemon.config import ConfigError
+from daemon.settings import ConfigError
 from tests.fakes.replicate import status_page
 from tests.helpers import cli_env, run_cli
 

@@ -33,10 +33,10 @@ from huggingface_hub.utils._http import default_client_factory
 from huggingface_hub.utils.tqdm import disable_progress_bars
 
 from daemon import __version__
-from daemon.config import HubSettings
 from daemon.deliver.errors import DeliveryError, Permanent, Retryable, retry_after_s
 from daemon.deliver.publish import PublishRequest
 from daemon.sensitive import MASK, Secret
+from daemon.settings import HubSettings
 
 log = logging.getLogger(__name__)
 

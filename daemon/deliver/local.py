@@ -18,7 +18,6 @@ from typing import Any
 
 import aiohttp
 
-from daemon.config import Settings
 from daemon.deliver import download
 from daemon.deliver.errors import DeliveryError, Permanent
 from daemon.deliver.outputs import (
@@ -30,6 +29,7 @@ from daemon.deliver.outputs import (
 )
 from daemon.deliver.publish import LocalFile
 from daemon.record.writer import Writer
+from daemon.settings import Settings
 
 log = logging.getLogger(__name__)
 

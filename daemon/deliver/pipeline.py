@@ -20,7 +20,6 @@ from typing import Any
 
 import aiohttp
 
-from daemon.config import Settings
 from daemon.deliver import queue
 from daemon.deliver.errors import Permanent
 from daemon.deliver.local import LocalCopier, complete_files
@@ -28,6 +27,7 @@ from daemon.deliver.publish import LocalFile, Publisher, PublishRequest
 from daemon.deliver.worker import DeliveryWorkers, Destination, Handler, TaskContext
 from daemon.live import LiveSettings
 from daemon.record.writer import Writer
+from daemon.settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -27,9 +27,9 @@ from botocore import exceptions as boto  # type: ignore[import-untyped]
 from botocore.config import Config  # type: ignore[import-untyped]
 
 from daemon import limits
-from daemon.config import S3Settings
 from daemon.deliver.errors import DeliveryError, Permanent, Retryable
 from daemon.deliver.publish import LocalFile, PublishRequest
+from daemon.settings import S3Settings
 
 log = logging.getLogger(__name__)
 

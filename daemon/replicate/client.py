@@ -31,7 +31,6 @@ from urllib.parse import urlsplit
 import aiohttp
 
 from daemon import __version__, limits
-from daemon.config import ReplicateSettings
 from daemon.replicate.errors import (
     CreditNotice,
     InvalidToken,
@@ -40,6 +39,7 @@ from daemon.replicate.errors import (
     token_hints,
 )
 from daemon.sensitive import Secret
+from daemon.settings import ReplicateSettings
 
 log = logging.getLogger(__name__)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from daemon.config import API_TOKEN_ENV
+from daemon.settings import API_TOKEN_ENV
 
 _TOKEN_PREFIX = "r8_"
 

@@ -24,8 +24,9 @@ from typing import Any
 from aiohttp import web
 
 from daemon.appkeys import READER, SETTINGS, WRITER
-from daemon.config import ConfigError, Settings, rebuild
+from daemon.config import rebuild
 from daemon.errors import ApiError
+from daemon.settings import ConfigError, Settings
 
 log = logging.getLogger(__name__)
 

@@ -28,13 +28,13 @@ from pathlib import Path
 from cryptography.fernet import Fernet, InvalidToken
 
 from daemon import limits
-from daemon.config import SECRET_KEY_ENV, ConfigError, Settings
 from daemon.observe.logs import redact
 from daemon.receive.signature import decode_secret
 from daemon.record.writer import Writer
 from daemon.replicate.client import ReplicateClient
 from daemon.replicate.errors import ReplicateError
 from daemon.sensitive import Secret, secret_values
+from daemon.settings import SECRET_KEY_ENV, ConfigError, Settings
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from daemon import limits
-from daemon.config import Settings
+from daemon.settings import Settings
 
 _MODEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
 _VERSION = re.compile(r"^[A-Za-z0-9]{1,128}$")

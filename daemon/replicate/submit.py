@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Any
 
 from daemon import cost, limits
-from daemon.config import Settings
 from daemon.live import LiveSettings
 from daemon.record.events import epoch
 from daemon.record.writer import Writer
@@ -35,6 +34,7 @@ from daemon.replicate.client import ReplicateClient
 from daemon.replicate.errors import InvalidToken, ReplicateError, TokenMissing
 from daemon.replicate.snapshot import apply_snapshot, log_transition
 from daemon.replicate.submissions import SubmitRefused, SubmitRequest
+from daemon.settings import Settings
 
 log = logging.getLogger(__name__)
 
