@@ -20,6 +20,7 @@ from daemon.access import WEBHOOK_PATH, admin_middleware
 from daemon.appkeys import (
     BODY_SLOTS,
     HTTP,
+    LIVE,
     OUTPUT_PLAN,
     READER,
     REPLICATE,
@@ -31,7 +32,9 @@ from daemon.appkeys import (
 )
 from daemon.config import Settings
 from daemon.deliver import pipeline
+from daemon.deliver.queue import Task
 from daemon.errors import error_middleware
+from daemon.live import Broadcaster
 from daemon.read import api, queries
 from daemon.read import deliveries as deliveries_api
 from daemon.receive.handler import receive_webhook
@@ -41,6 +44,7 @@ from daemon.replicate.cancel import cancel as cancel_job
 from daemon.replicate.reconcile import reconcile_context
 from daemon.replicate.signing import open_signing_keys
 from daemon.stats import DeliveryStats
+from daemon.web import pages, stream
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +60,8 @@ def create_app(settings: Settings) -> web.Application:
     app[STATS] = DeliveryStats()
     app[BODY_SLOTS] = asyncio.Semaphore(limits.MAX_BODIES_IN_FLIGHT)
     app[OUTPUT_PLAN] = pipeline.output_plan(settings)
+    app[LIVE] = Broadcaster()
+    app.on_shutdown.append(_end_streams)  # before aiohttp waits for handlers
     app.cleanup_ctx.append(_database)
     app.cleanup_ctx.append(_http_client)
     app.cleanup_ctx.append(replicate_api.client_context)
@@ -73,9 +79,15 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_get("/api/cloud/replicate/versions", replicate_api.versions)
     app.router.add_get("/api/cloud/replicate/status", replicate_api.status)
     app.router.add_get("/api/cloud/replicate/billing", replicate_api.billing)
+    app.router.add_get("/api/events", stream.stream_events)
+    pages.add_routes(app)
     app.router.add_get("/healthz", api.healthz)
     app.router.add_get("/readyz", api.readyz)
     return app
+
+
+async def _end_streams(app: web.Application) -> None:
+    app[LIVE].close()
 
 
 async def _database(app: web.Application) -> AsyncIterator[None]:
@@ -129,7 +141,18 @@ async def _signing_keys(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _delivery_workers(app: web.Application) -> AsyncIterator[None]:
-    workers = pipeline.build_workers(app[SETTINGS], app[WRITER], app[HTTP])
+    live = app[LIVE]
+
+    def notify(task: Task, state: str) -> None:
+        live.publish(
+            "delivery",
+            task.job_id,
+            task_id=task.id,
+            destination=task.destination,
+            state=state,
+        )
+
+    workers = pipeline.build_workers(app[SETTINGS], app[WRITER], app[HTTP], notify)
     app[WORKERS] = workers
     workers.start()
     try:

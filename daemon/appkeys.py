@@ -10,6 +10,7 @@ from aiohttp import web
 
 from daemon.config import Settings
 from daemon.deliver.worker import DeliveryWorkers
+from daemon.live import Broadcaster
 from daemon.record.jobs import OutputPlan
 from daemon.record.writer import Writer
 from daemon.replicate.client import ReplicateClient
@@ -26,3 +27,4 @@ OUTPUT_PLAN = web.AppKey("output_plan", OutputPlan)
 HTTP = web.AppKey("http", aiohttp.ClientSession)
 WORKERS = web.AppKey("workers", DeliveryWorkers)
 REPLICATE = web.AppKey("replicate", ReplicateClient)
+LIVE = web.AppKey("live", Broadcaster)

@@ -8,7 +8,9 @@ aiohttp's own shutdown closes every connection before it waits, and a closed
 connection drops the rest of a request body still arriving, so a slow upload in
 flight would never finish. The grace is therefore given here first: idle
 connections are closed, connections with a request in flight are only told not to
-keep alive, and their bodies are still read until the handlers are done.
+keep alive, and their bodies are still read until the handlers are done. Event
+streams (GET /api/events) never finish by themselves: they are ended then, so
+they do not hold the grace up.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import logging
 import signal
 import time
 from collections import Counter
+from collections.abc import Callable
 
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
@@ -25,7 +28,7 @@ from aiohttp.web_protocol import RequestHandler
 from daemon import limits
 from daemon.access import WEBHOOK_PATH
 from daemon.app import create_app
-from daemon.appkeys import STATS
+from daemon.appkeys import LIVE, STATS
 from daemon.config import Settings
 from daemon.errors import Handler
 
@@ -66,7 +69,9 @@ async def serve(settings: Settings) -> None:
         "stopping: no new connections, %.0f s grace for requests in flight",
         limits.SHUTDOWN_GRACE_S,
     )
-    await _finish_in_flight(runner, in_flight, limits.SHUTDOWN_GRACE_S)
+    await _finish_in_flight(
+        runner, in_flight, limits.SHUTDOWN_GRACE_S, end_streams=app[LIVE].close
+    )
     await runner.cleanup()
     log.info(
         "stopped after %.0f s: %s", time.monotonic() - started, app[STATS].summary()
@@ -99,7 +104,11 @@ class _InFlight:
 
 
 async def _finish_in_flight(
-    runner: web.AppRunner, in_flight: _InFlight, grace_s: float
+    runner: web.AppRunner,
+    in_flight: _InFlight,
+    grace_s: float,
+    *,
+    end_streams: Callable[[], None],
 ) -> None:
     """Stop listening, close idle connections, let requests in flight finish."""
     for site in runner.sites:
@@ -110,6 +119,7 @@ async def _finish_in_flight(
             connection.keep_alive(False)  # answer, then close
         else:
             connection.close()
+    end_streams()  # after the marking: an ended stream's connection then closes
     try:
         async with asyncio.timeout(grace_s):
             await in_flight.idle.wait()

@@ -21,7 +21,13 @@ from daemon.deliver import queue
 from daemon.deliver.errors import Permanent
 from daemon.deliver.local import LocalCopier, complete_files
 from daemon.deliver.publish import LocalFile, Publisher, PublishRequest
-from daemon.deliver.worker import DeliveryWorkers, Destination, Handler, TaskContext
+from daemon.deliver.worker import (
+    DeliveryWorkers,
+    Destination,
+    Handler,
+    Notify,
+    TaskContext,
+)
 from daemon.record.jobs import OutputPlan
 from daemon.record.writer import Writer
 
@@ -58,7 +64,10 @@ def output_plan(settings: Settings) -> OutputPlan:
 
 
 def build_workers(
-    settings: Settings, writer: Writer, session: aiohttp.ClientSession
+    settings: Settings,
+    writer: Writer,
+    session: aiohttp.ClientSession,
+    notify: Notify | None = None,
 ) -> DeliveryWorkers:
     copier = LocalCopier(settings, writer, session)
     destinations = {
@@ -82,6 +91,7 @@ def build_workers(
         lease_s=settings.delivery.lease_s,
         backoff_base_s=settings.delivery.backoff_base_s,
         after_success=after_success,
+        notify=notify,
     )
 
 

@@ -27,6 +27,9 @@ from daemon.record.writer import StorageUnavailable, Writer
 log = logging.getLogger(__name__)
 
 Handler = Callable[["TaskContext"], Awaitable[dict[str, Any]]]
+# Told of each committed change of a task: its new state ("running" again for
+# recorded progress). It must not wait: it runs on the worker's path.
+Notify = Callable[[queue.Task, str], None]
 
 
 @dataclass
@@ -57,12 +60,14 @@ class DeliveryWorkers:
         lease_s: float,
         backoff_base_s: float,
         after_success: Callable[[queue.Task], Awaitable[None]] | None = None,
+        notify: Notify | None = None,
     ) -> None:
         self._writer = writer
         self._destinations = destinations
         self._lease_s = lease_s
         self._backoff_base_s = backoff_base_s
         self._after_success = after_success
+        self._notify = notify or _ignore
         self._owner = f"worker-{uuid.uuid4().hex[:12]}"
         self._wake = asyncio.Event()
         self._loops: list[asyncio.Task[None]] = []
@@ -127,6 +132,7 @@ class DeliveryWorkers:
             task.attempts,
             task.max_attempts,
         )
+        self._notify(task, "running")
         keeper = asyncio.create_task(self._keep_lease(context, asyncio.current_task()))
         try:
             result = await destination.handler(context)
@@ -171,6 +177,7 @@ class DeliveryWorkers:
         if not ours:
             log.warning("delivery %d: lease was lost; result not recorded", task.id)
             return
+        self._notify(task, "succeeded")
         log.info(
             "delivery %d (%s, job %s): succeeded in %.1f s",
             task.id,
@@ -191,6 +198,7 @@ class DeliveryWorkers:
                 conn, task, self._owner, now, error, self._backoff_base_s
             )
         )
+        self._notify(task, state)
         retry = f", next attempt in {due - now:.0f} s" if due is not None else ""
         log.log(
             logging.WARNING if state == "queued" else logging.ERROR,
@@ -231,7 +239,9 @@ class DeliveryWorkers:
                         progress=progress,
                     )
                 )
-            if not ours and runner is not None:
+            if ours:
+                self._notify(task, "running")
+            elif runner is not None:
                 log.warning(
                     "delivery %d (%s, job %s): lease lost; stopping this attempt",
                     task.id,
@@ -252,3 +262,7 @@ class DeliveryWorkers:
                     context.done,
                     total,
                 )
+
+
+def _ignore(task: queue.Task, state: str) -> None:
+    pass

@@ -21,6 +21,7 @@ from daemon import limits
 from daemon.access import CLIENT_ADDRESS, client_of
 from daemon.appkeys import (
     BODY_SLOTS,
+    LIVE,
     OUTPUT_PLAN,
     SETTINGS,
     SIGNING_KEYS,
@@ -187,6 +188,7 @@ async def _commit(request: web.Request, delivery: Delivery) -> Receipt:
         raise _unavailable() from None
     if receipt.tasks_created:
         request.app[WORKERS].wake()
+    request.app[LIVE].job_changed(receipt)  # committed: dashboards may read it
     return receipt
 
 

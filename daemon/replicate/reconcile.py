@@ -26,8 +26,17 @@ import aiosqlite
 from aiohttp import web
 
 from daemon import limits
-from daemon.appkeys import OUTPUT_PLAN, READER, REPLICATE, SETTINGS, WORKERS, WRITER
+from daemon.appkeys import (
+    LIVE,
+    OUTPUT_PLAN,
+    READER,
+    REPLICATE,
+    SETTINGS,
+    WORKERS,
+    WRITER,
+)
 from daemon.deliver.worker import DeliveryWorkers
+from daemon.live import Broadcaster
 from daemon.record.events import ACTIVE_STATUSES, BodyError, parse_body
 from daemon.record.jobs import Delivery, OutputPlan, Receipt, record_delivery
 from daemon.record.writer import Writer
@@ -46,6 +55,7 @@ class Reconciler:
     reader: aiosqlite.Connection
     plan: OutputPlan
     workers: DeliveryWorkers
+    live: Broadcaster | None = None
 
     async def run(self, interval_s: float) -> None:
         """Poll now, then every `interval_s` (+/- jitter), until cancelled."""
@@ -93,6 +103,8 @@ class Reconciler:
         )
         if receipt.tasks_created:
             self.workers.wake()
+        if self.live is not None:
+            self.live.job_changed(receipt)
         log_transition(receipt, "reconciliation")
         return receipt
 
@@ -135,7 +147,12 @@ async def reconcile_context(app: web.Application) -> AsyncIterator[None]:
         yield
         return
     reconciler = Reconciler(
-        app[REPLICATE], app[WRITER], app[READER], app[OUTPUT_PLAN], app[WORKERS]
+        app[REPLICATE],
+        app[WRITER],
+        app[READER],
+        app[OUTPUT_PLAN],
+        app[WORKERS],
+        app[LIVE],
     )
     task = asyncio.create_task(reconciler.run(settings.reconcile_interval_s))
     try:
