@@ -48,6 +48,7 @@ async def get_job(request: web.Request) -> web.Response:
     job = await queries.get_job(request.app[READER], job_id)
     if job is None:
         raise ApiError(404, "job_not_found", f"no job with id {job_id!r}")
+    job["cost"] = round(cost.job_cost(job, request.app[SETTINGS].cost, time.time()), 4)
     return web.json_response(job)
 
 

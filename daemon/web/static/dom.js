@@ -1,0 +1,94 @@
+// Small DOM and formatting helpers. Text always goes in as text, never as HTML.
+
+export function h(tag, attrs = {}, ...children) {
+  const element = document.createElement(tag);
+  for (const [name, value] of Object.entries(attrs || {})) {
+    if (value === null || value === undefined || value === false) continue;
+    if (name.startsWith("on")) element.addEventListener(name.slice(2), value);
+    else if (name === "class") element.className = value;
+    else if (value === true) element.setAttribute(name, "");
+    else element.setAttribute(name, String(value));
+  }
+  append(element, children);
+  return element;
+}
+
+function append(element, children) {
+  for (const child of children.flat()) {
+    if (child === null || child === undefined || child === false) continue;
+    element.append(child instanceof Node ? child : String(child));
+  }
+}
+
+export function replace(element, ...children) {
+  element.replaceChildren();
+  append(element, children);
+}
+
+export const ACTIVE = ["starting", "processing"];
+export const FAILED_DELIVERY = ["failed", "blocked_host", "source_expired"];
+
+export function badge(status) {
+  return h("span", { class: `badge badge-${status || "unknown"}` }, status || "?");
+}
+
+export function parseTime(value) {
+  if (!value) return null;
+  const ms = Date.parse(value);
+  return Number.isNaN(ms) ? null : ms;
+}
+
+export function formatTime(value) {
+  const ms = parseTime(value);
+  if (ms === null) return "—";
+  return new Date(ms).toLocaleString(undefined, {
+    year: "numeric", month: "short", day: "numeric",
+    hour: "2-digit", minute: "2-digit", second: "2-digit",
+  });
+}
+
+export function formatDuration(seconds) {
+  if (seconds === null || seconds === undefined || Number.isNaN(seconds)) return "—";
+  const total = Math.max(0, Math.round(seconds));
+  const hours = Math.floor(total / 3600);
+  const minutes = Math.floor((total % 3600) / 60);
+  const rest = total % 60;
+  if (hours) return `${hours} h ${minutes} min`;
+  if (minutes) return `${minutes} min ${rest} s`;
+  return `${rest} s`;
+}
+
+// Seconds from start to completion (or until now while the job is running).
+export function jobDuration(job) {
+  const started = parseTime(job.started_at);
+  if (started === null) return null;
+  const ended = parseTime(job.completed_at);
+  if (ended !== null) return (ended - started) / 1000;
+  return ACTIVE.includes(job.status) ? (Date.now() - started) / 1000 : null;
+}
+
+export function formatMoney(amount) {
+  if (amount === null || amount === undefined) return "—";
+  return `$${Number(amount).toFixed(Number(amount) < 10 ? 4 : 2)}`;
+}
+
+export function formatBytes(count) {
+  if (count === null || count === undefined) return "?";
+  const units = ["B", "KiB", "MiB", "GiB", "TiB"];
+  let value = Number(count);
+  let unit = 0;
+  while (value >= 1024 && unit < units.length - 1) {
+    value /= 1024;
+    unit += 1;
+  }
+  return `${value.toFixed(unit ? 1 : 0)} ${units[unit]}`;
+}
+
+export function hardwareOf(job) {
+  const value = job.input?.hardware;
+  return typeof value === "string" && value ? value : "default";
+}
+
+export function message(kind, text) {
+  return h("p", { class: `notice notice-${kind}`, role: kind === "error" ? "alert" : "status" }, text);
+}
