@@ -14,7 +14,7 @@ export function h(tag, attrs = {}, ...children) {
 }
 
 function append(element, children) {
-  for (const child of children.flat()) {
+  for (const child of children.flat(Infinity)) {
     if (child === null || child === undefined || child === false) continue;
     element.append(child instanceof Node ? child : String(child));
   }
@@ -69,7 +69,8 @@ export function jobDuration(job) {
 
 export function formatMoney(amount) {
   if (amount === null || amount === undefined) return "—";
-  return `$${Number(amount).toFixed(Number(amount) < 10 ? 4 : 2)}`;
+  const value = Number(amount);
+  return `$${value.toFixed(value > 0 && value < 1 ? 4 : 2)}`;
 }
 
 export function formatBytes(count) {
