@@ -81,13 +81,20 @@ async def chromium_page(
 
 
 class Page:
-    """The Playwright page plus what the browser reported as broken."""
+    """The Playwright page plus what the browser reported as broken, and any
+    request it made to a host other than the daemon on loopback."""
 
     def __init__(self, page: Any) -> None:
         self.page = page
         self.errors: list[str] = []
+        self.elsewhere: list[str] = []  # requests to anything but loopback
         page.on("pageerror", lambda error: self.errors.append(str(error)))
         page.on("console", self._console)
+        page.on("request", self._request)
+
+    def _request(self, request: Any) -> None:
+        if not re.match(r"(http://127\.0\.0\.1:\d+/|data:)", request.url):
+            self.elsewhere.append(request.url)
 
     def _console(self, message: Any) -> None:
         # A refused call (401 before the token, 409...) is logged by the browser
@@ -102,6 +109,7 @@ async def browser(tmp_path: Path) -> AsyncIterator[Page]:
         checked = Page(page)
         yield checked
     assert checked.errors == [], checked.errors
+    assert checked.elsewhere == [], "the page must load nothing from elsewhere"
 
 
 @pytest.fixture

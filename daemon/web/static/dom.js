@@ -93,3 +93,22 @@ export function hardwareOf(job) {
 export function message(kind, text) {
   return h("p", { class: `notice notice-${kind}`, role: kind === "error" ? "alert" : "status" }, text);
 }
+
+// A selector that finds "the same" element again after a re-render.
+function focusKey(element) {
+  if (element.id) return `#${CSS.escape(element.id)}`;
+  for (const name of ["data-task", "data-job"]) {
+    const value = element.getAttribute(name);
+    if (value !== null) return `${element.tagName}[${name}="${CSS.escape(value)}"]`;
+  }
+  const href = element.getAttribute("href");
+  return href === null ? null : `a[href="${CSS.escape(href)}"]`;
+}
+
+// Re-render `container` without taking the keyboard focus away from the user.
+export function keepFocus(container, render) {
+  const active = document.activeElement;
+  const key = active && container.contains(active) ? focusKey(active) : null;
+  render();
+  if (key) container.querySelector(key)?.focus({ preventScroll: true });
+}

@@ -4,7 +4,7 @@
 import { api, logsFrom } from "./api.js";
 import {
   ACTIVE, badge, formatBytes, formatDuration, formatMoney,
-  formatTime, h, hardwareOf, jobDuration, message, replace,
+  formatTime, h, hardwareOf, jobDuration, keepFocus, message, replace,
 } from "./dom.js";
 import { debounced, subscribe } from "./live.js";
 import { deliveriesTable, filesList, historyTable, outputsList } from "./job_parts.js";
@@ -71,6 +71,13 @@ export async function showJob(view, jobId) {
 
   function render() {
     const job = state.job;
+    const shown = JSON.stringify(job);
+    if (shown === state.shown) return; // nothing new: keep the page as it is
+    state.shown = shown;
+    keepFocus(view, () => draw(job));
+  }
+
+  function draw(job) {
     const actions = [];
     if (ACTIVE.includes(job.status)) {
       const button = h("button", { type: "button", id: "cancel-job", class: "danger" }, "Cancel job");

@@ -4,7 +4,7 @@
 import { api } from "./api.js";
 import {
   badge, formatDuration, formatMoney, formatTime, h, hardwareOf, jobDuration,
-  message, replace,
+  keepFocus, message, replace,
 } from "./dom.js";
 import { debounced, subscribe } from "./live.js";
 
@@ -64,7 +64,9 @@ export async function showJobs(view, params) {
         `${page.total} job${page.total === 1 ? "" : "s"}`,
         ` · spend this period ${formatMoney(page.period_spend)}`,
       );
-      replace(list, page.jobs.length ? jobsTable(page.jobs) : message("info", "No jobs yet."));
+      keepFocus(list, () => replace(
+        list, page.jobs.length ? jobsTable(page.jobs) : message("info", "No jobs yet."),
+      ));
     } catch (error) {
       replace(list, message("error", `Could not read jobs: ${error.message}`));
     }
