@@ -90,6 +90,29 @@ async def test_duplicate_webhook_sends_no_event(daemon_client, secret):
     assert (await next_event(stream.content))[1]["job_id"] == "live-after"
 
 
+async def test_event_stream_tells_of_delivery_state_changes(daemon_client, secret):
+    client = await daemon_client()
+    stream = await open_stream(client, "?job=live-delivered")
+    # Outputs are allowed from loopback only in tests: this one ends blocked_host
+    # before any request is made.
+    output = ["https://replicate.delivery/pbxt/abc/weights.tar"]
+    body = {"id": "live-delivered", "status": "succeeded", "output": output}
+    await post_webhook(client, secret, body)
+    assert (await next_event(stream.content))[0] == "job"
+    states = []
+    while "blocked_host" not in states:
+        kind, data = await next_event(stream.content, timeout_s=2.0)
+        assert (kind, data["destination"]) == ("delivery", "local")
+        states.append(data["state"])
+    assert states[0] == "running"
+
+    retried = await client.post(f"/api/deliveries/{data['task_id']}/retry")
+    assert retried.status == 200
+    kind, data = await next_event(stream.content)
+    # The worker may have claimed it again before the retry's own notice went out.
+    assert (kind, data["state"]) in (("delivery", "queued"), ("delivery", "running"))
+
+
 async def test_stalled_subscriber_does_not_slow_the_webhook_path(daemon_client, secret):
     client = await daemon_client()
     stalled = await open_stream(client)  # never read while the webhooks arrive

@@ -49,16 +49,28 @@ function jobsTable(jobs) {
   );
 }
 
+const PAGE = 50;
+const MAX_PAGE = 500;
+
 export async function showJobs(view, params) {
   const status = params.get("status") || "";
   const summary = h("p", { class: "summary", role: "status" });
   const list = h("div", { id: "jobs-list" }, message("info", "Loading…"));
-  replace(view, h("h1", {}, "Jobs"), filterForm(status), summary, list);
+  const more = h("button", { type: "button", id: "more-jobs", hidden: true }, "Show more");
+  replace(view, h("h1", {}, "Jobs"), filterForm(status), summary, list,
+    h("div", { class: "actions" }, more));
+  let limit = PAGE;
+  more.addEventListener("click", () => {
+    limit = Math.min(limit + PAGE, MAX_PAGE); // the API serves 500 at most
+    load();
+  });
 
   async function load() {
-    const query = status ? `?status=${encodeURIComponent(status)}` : "";
+    const query = new URLSearchParams({ limit: String(limit) });
+    if (status) query.set("status", status);
     try {
-      const page = await api(`/api/jobs${query}`);
+      const page = await api(`/api/jobs?${query}`);
+      more.hidden = page.next_offset === null;
       replace(
         summary,
         `${page.total} job${page.total === 1 ? "" : "s"}`,
