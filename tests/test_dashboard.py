@@ -156,7 +156,7 @@ async def test_keyboard_opens_a_job_and_retries_its_failed_delivery(
     async with page.expect_response(lambda r: r.url.endswith("/retry")) as answer:
         await page.keyboard.press("Enter")
     assert (await answer.value).status == 200
-    await page.get_by_text("is queued again").wait_for()
+    await page.get_by_text("was queued again").wait_for()
 
 
 async def test_cancel_button_cancels_a_running_job(

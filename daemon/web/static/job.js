@@ -6,7 +6,7 @@ import {
   ACTIVE, badge, formatBytes, formatDuration, formatMoney,
   formatTime, h, hardwareOf, jobDuration, keepFocus, message, replace,
 } from "./dom.js";
-import { debounced, subscribe } from "./live.js";
+import { debounced, serial, subscribe } from "./live.js";
 import { deliveriesTable, filesList, historyTable, outputsList } from "./job_parts.js";
 
 const PROGRESS_POLL_MS = 2000; // progress is recorded as it runs, without an event
@@ -61,7 +61,7 @@ export async function showJob(view, jobId) {
     button.disabled = true;
     try {
       const updated = await api(`/api/deliveries/${task.id}/retry`, { method: "POST" });
-      replace(notice, message("ok", `Delivery ${task.id} (${task.destination}) is ${updated.state} again.`));
+      replace(notice, message("ok", `Delivery ${task.id} (${task.destination}) was queued again; now ${updated.state}.`));
       refresh();
     } catch (error) {
       replace(notice, message("error", `Retry of delivery ${task.id} failed: ${error.message}`));
@@ -101,7 +101,7 @@ export async function showJob(view, jobId) {
     );
   }
 
-  async function loadJob() {
+  const loadJob = serial(async () => {
     try {
       state.job = await api(`/api/jobs/${encodeURIComponent(jobId)}`);
       render();
@@ -109,9 +109,9 @@ export async function showJob(view, jobId) {
       if (error.status === 404) replace(body, message("info", "No such job (yet): it appears here when its first webhook arrives."));
       else replace(body, message("error", `Could not read the job: ${error.message}`));
     }
-  }
+  });
 
-  async function loadLogs() {
+  const loadLogs = serial(async () => {
     try {
       const { bytes, next } = await logsFrom(jobId, state.logOffset);
       if (next < state.logOffset) return;
@@ -122,7 +122,7 @@ export async function showJob(view, jobId) {
     } catch (error) {
       if (error.status !== 404) replace(notice, message("error", `Could not read the log: ${error.message}`));
     }
-  }
+  });
 
   const refresh = debounced(async () => {
     await Promise.all([loadJob(), loadLogs()]);

@@ -109,3 +109,10 @@ export function debounced(task, delayMs = 100) {
   };
   return schedule;
 }
+
+// Run calls of `task` one after another, never two at once (each sees the state
+// the previous one left, such as the log offset).
+export function serial(task) {
+  let chain = Promise.resolve();
+  return () => (chain = chain.then(task, task));
+}
