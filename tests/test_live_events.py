@@ -13,6 +13,7 @@ from typing import Any
 
 import aiohttp
 
+from daemon import limits
 from daemon.live import RESYNC, Broadcaster, StreamClosed
 from tests.helpers import WEBHOOK_PATH, signed_headers
 
@@ -158,6 +159,19 @@ async def test_closing_the_broadcaster_ends_waiting_subscribers():
         pass
     else:
         raise AssertionError("a closed broadcaster took a new subscriber")
+
+
+async def test_streams_past_the_limit_are_refused_with_503(daemon_client):
+    client = await daemon_client()
+    streams = [await open_stream(client) for _ in range(limits.LIVE_MAX_STREAMS)]
+    refused = await client.get("/api/events")
+    assert refused.status == 503
+    assert (await refused.json())["error"]["code"] == "too_many_streams"
+    streams.pop().close()  # a browser that left frees its place
+    async with asyncio.timeout(limits.LIVE_KEEPALIVE_S + 5):
+        while (again := await client.get("/api/events")).status == 503:
+            await asyncio.sleep(0.2)
+    assert again.status == 200
 
 
 async def test_event_stream_needs_the_admin_token_when_set(daemon_client):
