@@ -16,7 +16,8 @@ function route() {
   const [path, query = ""] = hash.split("?");
   const params = new URLSearchParams(query);
   const parts = path.split("/").filter(Boolean);
-  if (parts[0] === "settings") return { name: "settings", show: () => showSettings(view) };
+  if (parts[0] === "settings")
+    return { name: "settings", show: () => showSettings(view) };
   if (parts[0] === "jobs" && parts[1]) {
     const id = decodeURIComponent(parts.slice(1).join("/"));
     return { name: "jobs", show: () => showJob(view, id) };

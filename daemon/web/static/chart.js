@@ -8,7 +8,8 @@ const PAD_BOTTOM = 22;
 
 function svg(tag, attrs = {}, text) {
   const element = document.createElementNS(SVG, tag);
-  for (const [name, value] of Object.entries(attrs)) element.setAttribute(name, String(value));
+  for (const [name, value] of Object.entries(attrs))
+    element.setAttribute(name, String(value));
   if (text !== undefined) element.textContent = text;
   return element;
 }
@@ -22,14 +23,18 @@ export function spendChart(days, today) {
       `$${total.toFixed(2)} in all, at most $${most.toFixed(2)} in one day`
     : "No days in this period";
   const chart = svg("svg", {
-    viewBox: `0 0 ${WIDTH} ${HEIGHT}`, class: "chart", role: "img",
-    "aria-label": label, id: "spend-chart",
+    viewBox: `0 0 ${WIDTH} ${HEIGHT}`,
+    class: "chart",
+    role: "img",
+    "aria-label": label,
+    id: "spend-chart",
   });
   chart.append(svg("title", {}, label));
   const usable = HEIGHT - PAD_TOP - PAD_BOTTOM;
   const slot = days.length ? WIDTH / days.length : WIDTH;
   days.forEach((day, index) => {
-    const height = most > 0 ? Math.max(day.spend > 0 ? 2 : 0, (day.spend / most) * usable) : 0;
+    const height =
+      most > 0 ? Math.max(day.spend > 0 ? 2 : 0, (day.spend / most) * usable) : 0;
     const bar = svg("rect", {
       x: (index * slot + slot * 0.15).toFixed(2),
       y: (PAD_TOP + usable - height).toFixed(2),
@@ -41,13 +46,24 @@ export function spendChart(days, today) {
     bar.append(svg("title", {}, `${day.date}: $${day.spend.toFixed(2)}`));
     chart.append(bar);
   });
-  chart.append(svg("line", {
-    x1: 0, x2: WIDTH, y1: PAD_TOP + usable, y2: PAD_TOP + usable, class: "axis",
-  }));
+  chart.append(
+    svg("line", {
+      x1: 0,
+      x2: WIDTH,
+      y1: PAD_TOP + usable,
+      y2: PAD_TOP + usable,
+      class: "axis",
+    }),
+  );
   if (days.length) {
     chart.append(svg("text", { x: 2, y: HEIGHT - 6, class: "tick" }, days[0].date));
-    chart.append(svg("text", { x: WIDTH - 2, y: HEIGHT - 6, class: "tick end" },
-      days[days.length - 1].date));
+    chart.append(
+      svg(
+        "text",
+        { x: WIDTH - 2, y: HEIGHT - 6, class: "tick end" },
+        days[days.length - 1].date,
+      ),
+    );
   }
   chart.append(svg("text", { x: 2, y: 12, class: "tick" }, `max $${most.toFixed(2)}`));
   return chart;

@@ -42,8 +42,12 @@ export function formatTime(value) {
   const ms = parseTime(value);
   if (ms === null) return "—";
   return new Date(ms).toLocaleString(undefined, {
-    year: "numeric", month: "short", day: "numeric",
-    hour: "2-digit", minute: "2-digit", second: "2-digit",
+    year: "numeric",
+    month: "short",
+    day: "numeric",
+    hour: "2-digit",
+    minute: "2-digit",
+    second: "2-digit",
   });
 }
 
@@ -91,7 +95,11 @@ export function hardwareOf(job) {
 }
 
 export function message(kind, text) {
-  return h("p", { class: `notice notice-${kind}`, role: kind === "error" ? "alert" : "status" }, text);
+  return h(
+    "p",
+    { class: `notice notice-${kind}`, role: kind === "error" ? "alert" : "status" },
+    text,
+  );
 }
 
 // A selector that finds "the same" element again after a re-render.

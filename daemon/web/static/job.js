@@ -3,8 +3,18 @@
 
 import { api, logsFrom } from "./api.js";
 import {
-  ACTIVE, badge, formatBytes, formatDuration, formatMoney,
-  formatTime, h, hardwareOf, jobDuration, keepFocus, message, replace,
+  ACTIVE,
+  badge,
+  formatBytes,
+  formatDuration,
+  formatMoney,
+  formatTime,
+  h,
+  hardwareOf,
+  jobDuration,
+  keepFocus,
+  message,
+  replace,
 } from "./dom.js";
 import { debounced, serial, subscribe } from "./live.js";
 import { deliveriesTable, filesList, historyTable, outputsList } from "./job_parts.js";
@@ -17,11 +27,18 @@ function timings(job) {
     ["Started", formatTime(job.started_at)],
     ["Completed", formatTime(job.completed_at)],
     ["Duration", formatDuration(jobDuration(job))],
-    ["Predict time", job.predict_time_s == null ? "—" : formatDuration(job.predict_time_s)],
+    [
+      "Predict time",
+      job.predict_time_s == null ? "—" : formatDuration(job.predict_time_s),
+    ],
     ["First seen", formatTime(job.first_seen_at)],
     ["Last update", formatTime(job.updated_at)],
   ];
-  return h("dl", { class: "facts" }, rows.map(([k, v]) => [h("dt", {}, k), h("dd", {}, v)]));
+  return h(
+    "dl",
+    { class: "facts" },
+    rows.map(([k, v]) => [h("dt", {}, k), h("dd", {}, v)]),
+  );
 }
 
 function section(title, id, ...content) {
@@ -33,22 +50,35 @@ export async function showJob(view, jobId) {
   const head = h("div", { class: "job-head" });
   const notice = h("div", { role: "status", "aria-live": "polite" });
   const body = h("div", {});
-  const log = h("pre", { id: "job-logs", class: "logs", tabindex: "0", "aria-label": "Job log" });
+  const log = h("pre", {
+    id: "job-logs",
+    class: "logs",
+    tabindex: "0",
+    "aria-label": "Job log",
+  });
   const follow = h("input", { type: "checkbox", id: "follow-logs", checked: true });
   replace(
     view,
     h("p", { class: "crumbs" }, h("a", { href: "#/jobs" }, "← Jobs")),
     h("h1", {}, "Job ", h("code", {}, jobId)),
-    head, notice, body,
-    section("Logs", "logs-title",
-      h("label", { class: "inline" }, follow, " follow the end of the log"), log),
+    head,
+    notice,
+    body,
+    section(
+      "Logs",
+      "logs-title",
+      h("label", { class: "inline" }, follow, " follow the end of the log"),
+      log,
+    ),
   );
 
   async function cancel(button) {
     button.disabled = true;
     replace(notice, message("info", "Cancelling…"));
     try {
-      state.job = await api(`/api/jobs/${encodeURIComponent(jobId)}/cancel`, { method: "POST" });
+      state.job = await api(`/api/jobs/${encodeURIComponent(jobId)}/cancel`, {
+        method: "POST",
+      });
       replace(notice, message("ok", `Cancel sent: the job is ${state.job.status}.`));
       render();
     } catch (error) {
@@ -61,10 +91,19 @@ export async function showJob(view, jobId) {
     button.disabled = true;
     try {
       const updated = await api(`/api/deliveries/${task.id}/retry`, { method: "POST" });
-      replace(notice, message("ok", `Delivery ${task.id} (${task.destination}) was queued again; now ${updated.state}.`));
+      replace(
+        notice,
+        message(
+          "ok",
+          `Delivery ${task.id} (${task.destination}) was queued again; now ${updated.state}.`,
+        ),
+      );
       refresh();
     } catch (error) {
-      replace(notice, message("error", `Retry of delivery ${task.id} failed: ${error.message}`));
+      replace(
+        notice,
+        message("error", `Retry of delivery ${task.id} failed: ${error.message}`),
+      );
       button.disabled = false;
     }
   }
@@ -80,22 +119,42 @@ export async function showJob(view, jobId) {
   function draw(job) {
     const actions = [];
     if (ACTIVE.includes(job.status)) {
-      const button = h("button", { type: "button", id: "cancel-job", class: "danger" }, "Cancel job");
+      const button = h(
+        "button",
+        { type: "button", id: "cancel-job", class: "danger" },
+        "Cancel job",
+      );
       button.addEventListener("click", () => cancel(button));
       actions.push(button);
     }
     replace(
       head,
-      h("p", { class: "status-line" }, badge(job.status), " ",
-        h("span", {}, `${job.model || "unknown model"} · ${hardwareOf(job)} · ${formatMoney(job.cost)}`)),
+      h(
+        "p",
+        { class: "status-line" },
+        badge(job.status),
+        " ",
+        h(
+          "span",
+          {},
+          `${job.model || "unknown model"} · ${hardwareOf(job)} · ${formatMoney(job.cost)}`,
+        ),
+      ),
       actions.length ? h("div", { class: "actions" }, actions) : null,
     );
-    const error = job.error ? section("Error", "error-title", h("pre", { class: "error-text" }, job.error)) : null;
+    const error = job.error
+      ? section("Error", "error-title", h("pre", { class: "error-text" }, job.error))
+      : null;
     replace(
       body,
       section("Timings", "timings-title", timings(job)),
       error,
-      section("Outputs", "outputs-title", outputsList(job.output), filesList(job.files, formatBytes)),
+      section(
+        "Outputs",
+        "outputs-title",
+        outputsList(job.output),
+        filesList(job.files, formatBytes),
+      ),
       section("Deliveries", "deliveries-title", deliveriesTable(job.deliveries, retry)),
       section("Event history", "history-title", historyTable(job.history)),
     );
@@ -106,7 +165,14 @@ export async function showJob(view, jobId) {
       state.job = await api(`/api/jobs/${encodeURIComponent(jobId)}`);
       render();
     } catch (error) {
-      if (error.status === 404) replace(body, message("info", "No such job (yet): it appears here when its first webhook arrives."));
+      if (error.status === 404)
+        replace(
+          body,
+          message(
+            "info",
+            "No such job (yet): it appears here when its first webhook arrives.",
+          ),
+        );
       else replace(body, message("error", `Could not read the job: ${error.message}`));
     }
   });
@@ -120,7 +186,8 @@ export async function showJob(view, jobId) {
       log.append(state.decoder.decode(bytes, { stream: true }));
       if (follow.checked) log.scrollTop = log.scrollHeight;
     } catch (error) {
-      if (error.status !== 404) replace(notice, message("error", `Could not read the log: ${error.message}`));
+      if (error.status !== 404)
+        replace(notice, message("error", `Could not read the log: ${error.message}`));
     }
   });
 
@@ -129,7 +196,9 @@ export async function showJob(view, jobId) {
   }, 50);
   const stream = subscribe(`?job=${encodeURIComponent(jobId)}`, () => refresh());
   const poll = setInterval(() => {
-    const running = state.job?.deliveries?.some((task) => ["queued", "running"].includes(task.state));
+    const running = state.job?.deliveries?.some((task) =>
+      ["queued", "running"].includes(task.state),
+    );
     if (running) refresh();
   }, PROGRESS_POLL_MS);
   await Promise.all([loadJob(), loadLogs()]);

@@ -3,8 +3,16 @@
 
 import { api } from "./api.js";
 import {
-  badge, formatDuration, formatMoney, formatTime, h, hardwareOf, jobDuration,
-  keepFocus, message, replace,
+  badge,
+  formatDuration,
+  formatMoney,
+  formatTime,
+  h,
+  hardwareOf,
+  jobDuration,
+  keepFocus,
+  message,
+  replace,
 } from "./dom.js";
 import { debounced, subscribe } from "./live.js";
 
@@ -20,7 +28,12 @@ function filterForm(current) {
   select.addEventListener("change", () => {
     location.hash = select.value ? `#/jobs?status=${select.value}` : "#/jobs";
   });
-  return h("div", { class: "toolbar" }, h("label", { for: "status-filter" }, "Status"), select);
+  return h(
+    "div",
+    { class: "toolbar" },
+    h("label", { for: "status-filter" }, "Status"),
+    select,
+  );
 }
 
 function jobRow(job) {
@@ -44,7 +57,15 @@ function jobsTable(jobs) {
   return h(
     "table",
     { class: "jobs" },
-    h("thead", {}, h("tr", {}, head.map((name) => h("th", { scope: "col" }, name)))),
+    h(
+      "thead",
+      {},
+      h(
+        "tr",
+        {},
+        head.map((name) => h("th", { scope: "col" }, name)),
+      ),
+    ),
     h("tbody", {}, jobs.map(jobRow)),
   );
 }
@@ -56,9 +77,19 @@ export async function showJobs(view, params) {
   const status = params.get("status") || "";
   const summary = h("p", { class: "summary", role: "status" });
   const list = h("div", { id: "jobs-list" }, message("info", "Loading…"));
-  const more = h("button", { type: "button", id: "more-jobs", hidden: true }, "Show more");
-  replace(view, h("h1", {}, "Jobs"), filterForm(status), summary, list,
-    h("div", { class: "actions" }, more));
+  const more = h(
+    "button",
+    { type: "button", id: "more-jobs", hidden: true },
+    "Show more",
+  );
+  replace(
+    view,
+    h("h1", {}, "Jobs"),
+    filterForm(status),
+    summary,
+    list,
+    h("div", { class: "actions" }, more),
+  );
   let limit = PAGE;
   more.addEventListener("click", () => {
     limit = Math.min(limit + PAGE, MAX_PAGE); // the API serves 500 at most
@@ -76,9 +107,12 @@ export async function showJobs(view, params) {
         `${page.total} job${page.total === 1 ? "" : "s"}`,
         ` · spend this period ${formatMoney(page.period_spend)}`,
       );
-      keepFocus(list, () => replace(
-        list, page.jobs.length ? jobsTable(page.jobs) : message("info", "No jobs yet."),
-      ));
+      keepFocus(list, () =>
+        replace(
+          list,
+          page.jobs.length ? jobsTable(page.jobs) : message("info", "No jobs yet."),
+        ),
+      );
     } catch (error) {
       replace(list, message("error", `Could not read jobs: ${error.message}`));
     }

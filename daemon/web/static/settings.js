@@ -13,8 +13,11 @@ const SETTINGS_PATH = "/api/cloud/providers/replicate";
 
 function statusIndicator(found) {
   const indicator = found?.indicator || "unknown";
-  return h("span", { class: `status-dot status-${indicator}`, id: "replicate-status" },
-    `Replicate status: ${found?.description || indicator}`);
+  return h(
+    "span",
+    { class: `status-dot status-${indicator}`, id: "replicate-status" },
+    `Replicate status: ${found?.description || indicator}`,
+  );
 }
 
 async function validate(button, output) {
@@ -22,10 +25,17 @@ async function validate(button, output) {
   replace(output, "Checking the token…");
   try {
     const account = await api("/api/cloud/replicate/validate");
-    const who = account.name && account.name !== account.username ? ` (${account.name})` : "";
-    replace(output, message("ok", `Token valid: account ${account.username}${who}, ${account.type}.`));
+    const who =
+      account.name && account.name !== account.username ? ` (${account.name})` : "";
+    replace(
+      output,
+      message("ok", `Token valid: account ${account.username}${who}, ${account.type}.`),
+    );
   } catch (error) {
-    replace(output, message("error", `Token check failed (${error.code}): ${error.message}`));
+    replace(
+      output,
+      message("error", `Token check failed (${error.code}): ${error.message}`),
+    );
   } finally {
     button.disabled = false;
   }
@@ -45,19 +55,23 @@ function spendLine(report) {
 function changes(before, after) {
   const sent = {};
   for (const key of Object.keys(after)) {
-    if (JSON.stringify(before?.[key]) !== JSON.stringify(after[key])) sent[key] = after[key];
+    if (JSON.stringify(before?.[key]) !== JSON.stringify(after[key]))
+      sent[key] = after[key];
   }
   return sent;
 }
 
 function clearErrors(form) {
   for (const element of form.querySelectorAll(".field-error")) element.textContent = "";
-  for (const element of form.querySelectorAll("[aria-invalid]")) element.removeAttribute("aria-invalid");
+  for (const element of form.querySelectorAll("[aria-invalid]"))
+    element.removeAttribute("aria-invalid");
 }
 
 function showFieldError(form, error, fallback) {
   const input = error.field ? form.querySelector(`#${fieldId(error.field)}`) : null;
-  const slot = error.field ? form.querySelector(`#${fieldId(error.field)}-error`) : null;
+  const slot = error.field
+    ? form.querySelector(`#${fieldId(error.field)}-error`)
+    : null;
   if (input && slot) {
     slot.textContent = error.message;
     input.setAttribute("aria-invalid", "true");
@@ -68,27 +82,51 @@ function showFieldError(form, error, fallback) {
 }
 
 export async function showSettings(view) {
-  const validateButton = h("button", { type: "button", id: "validate" }, "Validate token");
-  const validateResult = h("div", { id: "validate-result", role: "status", "aria-live": "polite" });
-  validateButton.addEventListener("click", () => validate(validateButton, validateResult));
+  const validateButton = h(
+    "button",
+    { type: "button", id: "validate" },
+    "Validate token",
+  );
+  const validateResult = h("div", {
+    id: "validate-result",
+    role: "status",
+    "aria-live": "polite",
+  });
+  validateButton.addEventListener("click", () =>
+    validate(validateButton, validateResult),
+  );
   const status = h("p", {}, statusIndicator(null));
   const spend = h("p", { id: "spend", role: "status" });
   const chart = h("div", { class: "chart-box" });
   const form = settingsForm(spend, chart);
-  const formNotice = h("div", { id: "save-result", role: "status", "aria-live": "polite" });
-  replace(view,
+  const formNotice = h("div", {
+    id: "save-result",
+    role: "status",
+    "aria-live": "polite",
+  });
+  replace(
+    view,
     h("h1", {}, "Cloud settings"),
-    h("section", { "aria-labelledby": "account-title" },
+    h(
+      "section",
+      { "aria-labelledby": "account-title" },
       h("h2", { id: "account-title" }, "Replicate account"),
-      h("div", { class: "actions" }, validateButton), validateResult, status),
-    formNotice, form);
+      h("div", { class: "actions" }, validateButton),
+      validateResult,
+      status,
+    ),
+    formNotice,
+    form,
+  );
   let loaded = null;
 
   async function loadBilling() {
     try {
       const report = await api("/api/cloud/replicate/billing");
       replace(spend, spendLine(report));
-      const today = new Date().toLocaleDateString("en-CA", { timeZone: report.period.time_zone });
+      const today = new Date().toLocaleDateString("en-CA", {
+        timeZone: report.period.time_zone,
+      });
       replace(chart, spendChart(report.by_day, today));
     } catch (error) {
       replace(spend, message("error", `Could not read spend: ${error.message}`));
@@ -102,9 +140,15 @@ export async function showSettings(view) {
       form.querySelector("#save-settings").disabled = false;
     } catch (error) {
       const missing = error.status === 404 || error.status === 405;
-      replace(formNotice, message("error", missing
-        ? `This daemon does not offer provider settings (${SETTINGS_PATH}: ${error.status}).`
-        : `Could not read the settings: ${error.message}`));
+      replace(
+        formNotice,
+        message(
+          "error",
+          missing
+            ? `This daemon does not offer provider settings (${SETTINGS_PATH}: ${error.status}).`
+            : `Could not read the settings: ${error.message}`,
+        ),
+      );
     }
   }
 
@@ -140,4 +184,3 @@ export async function showSettings(view) {
   await Promise.all([loadSettings(), loadBilling()]);
   return () => stream.close();
 }
-
