@@ -56,6 +56,12 @@ async def stream_events(request: web.Request) -> web.StreamResponse:
         await _forward(request, response, subscription)
     finally:
         broadcaster.unsubscribe(subscription)
+        if subscription.dropped:
+            log.info(
+                "event stream for %s fell behind %d time(s) and was told to resync",
+                request.remote,
+                subscription.dropped,
+            )
     return response
 
 
