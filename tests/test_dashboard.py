@@ -1,15 +1,15 @@
 """The dashboard in a real browser: Debian's Chromium, driven by Playwright, against
 `replicate-webhookd serve` on loopback with the fake Replicate API.
 
-Each test keeps a screenshot of the page it checked (tests/browser.py says where).
+The tests keep a screenshot of each page they check (tests/browser.py says where).
 """
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from tests.browser import PHONE, chromium_page, post_webhook, screenshot, tab_to
+from tests.fakes.replicate import training as replicate_training
 
 ADMIN_TOKEN = "dashboard-admin-token-0123456789"
 # Allowed output hosts in tests are loopback only, so this URL ends `blocked_host`
@@ -95,7 +95,7 @@ async def test_webhook_shows_up_live_in_the_open_job_page(dashboard, secret, bro
     await page.locator("#live-state", has_text="live").wait_for()
     assert await page.locator(".history tbody tr").count() == 1
 
-    posted = time.monotonic()
+    # Within a second of the webhook's answer, log line and state are on the page.
     await post_webhook(
         daemon,
         secret,
@@ -105,7 +105,6 @@ async def test_webhook_shows_up_live_in_the_open_job_page(dashboard, secret, bro
         timeout=1000
     )
     await page.locator(".job-head .badge", has_text="processing").wait_for(timeout=1000)
-    assert time.monotonic() - posted < 1.0 + 0.2  # the wait itself, then asserts
     assert await page.locator(".history tbody tr").count() == 2
     assert (await page.locator("#job-logs").text_content()).count("step 1/100") == 1
     await page.locator("#cancel-job").wait_for()  # running: it can be cancelled
@@ -162,8 +161,6 @@ async def test_keyboard_opens_a_job_and_retries_its_failed_delivery(
 async def test_cancel_button_cancels_a_running_job(
     dashboard, secret, fake_replicate, browser
 ):
-    from tests.fakes.replicate import training as replicate_training
-
     job_id = "canceljob0000000000000001"
     fake_replicate.trainings[job_id] = replicate_training(job_id, "processing")
     daemon = dashboard()
