@@ -1,9 +1,10 @@
 """Access rules: who the client is, and who may use the admin API.
 
-Every /api/ route but the webhook needs `Authorization: Bearer <admin token>` when
-REPLICATE_WEBHOOKD_ADMIN_TOKEN is set; when it is not, those routes answer loopback
-clients only. The client is resolved the same way as for the webhook allowlist, so a
-request relayed by a trusted proxy is judged by its real origin, not the proxy.
+Every /api/ route but the webhook, and /metrics, needs `Authorization: Bearer
+<admin token>` when REPLICATE_WEBHOOKD_ADMIN_TOKEN is set; when it is not, those
+routes answer loopback clients only; /healthz and /readyz stay open. The client
+is resolved the same way as for the webhook allowlist, so a request relayed by a
+trusted proxy is judged by its real origin, not the proxy.
 """
 
 from __future__ import annotations
@@ -13,10 +14,11 @@ import hmac
 from aiohttp import web
 
 from daemon.appkeys import SETTINGS
+from daemon.config import WEBHOOK_PATH
 from daemon.errors import ApiError, Handler
 from daemon.receive.client_ip import ClientAddressError, IPAddress, resolve_client
 
-WEBHOOK_PATH = "/api/webhooks/replicate"
+METRICS_PATH = "/metrics"
 CLIENT_ADDRESS: web.RequestKey[IPAddress] = web.RequestKey("client_address")
 
 
@@ -24,7 +26,7 @@ def client_of(request: web.Request) -> IPAddress:
     """The request's client address; garbage in a trusted header is a 403."""
     if CLIENT_ADDRESS in request:
         return request[CLIENT_ADDRESS]
-    settings = request.app[SETTINGS]
+    settings = request.app[SETTINGS].current
     header = settings.client_ip_header
     try:
         client = resolve_client(
@@ -43,13 +45,17 @@ def client_of(request: web.Request) -> IPAddress:
 async def admin_middleware(
     request: web.Request, handler: Handler
 ) -> web.StreamResponse:
-    if request.path.startswith("/api/") and request.path != WEBHOOK_PATH:
+    if _is_admin_path(request.path):
         _check_admin(request)
     return await handler(request)
 
 
+def _is_admin_path(path: str) -> bool:
+    return (path.startswith("/api/") and path != WEBHOOK_PATH) or path == METRICS_PATH
+
+
 def _check_admin(request: web.Request) -> None:
-    token = request.app[SETTINGS].admin_token
+    token = request.app[SETTINGS].current.admin_token
     if token is None:
         if not client_of(request).is_loopback:
             raise ApiError(

@@ -16,12 +16,12 @@ import aiohttp
 from aiohttp import web
 
 from daemon import limits
-from daemon.access import WEBHOOK_PATH, admin_middleware
+from daemon.access import METRICS_PATH, admin_middleware
 from daemon.appkeys import (
     BODY_SLOTS,
+    BROADCAST,
     HTTP,
-    LIVE,
-    OUTPUT_PLAN,
+    METRICS,
     READER,
     REPLICATE,
     SETTINGS,
@@ -30,16 +30,20 @@ from daemon.appkeys import (
     WORKERS,
     WRITER,
 )
-from daemon.config import Settings
-from daemon.deliver import pipeline
-from daemon.deliver.queue import Task
+from daemon.broadcast import Broadcaster
+from daemon.config import WEBHOOK_PATH, Settings
+from daemon.deliver import pipeline, queue
 from daemon.errors import error_middleware
-from daemon.live import Broadcaster
+from daemon.live import LiveSettings
+from daemon.observe import endpoint
+from daemon.observe.metrics import Metrics
+from daemon.observe.request_id import request_id_middleware
 from daemon.read import api, queries
 from daemon.read import deliveries as deliveries_api
 from daemon.receive.handler import receive_webhook
 from daemon.record.writer import Writer
 from daemon.replicate import api as replicate_api
+from daemon.replicate import provider
 from daemon.replicate.cancel import cancel as cancel_job
 from daemon.replicate.reconcile import reconcile_context
 from daemon.replicate.signing import open_signing_keys
@@ -51,16 +55,23 @@ log = logging.getLogger(__name__)
 
 def create_app(settings: Settings) -> web.Application:
     # The webhook reads its own body under settings.max_body_bytes; this cap only
-    # guards aiohttp's own readers.
+    # guards aiohttp's own readers. The request id comes first so that every log
+    # line and every answer, errors included, carries it.
     app = web.Application(
-        middlewares=[error_middleware, admin_middleware],
+        middlewares=[
+            request_id_middleware,
+            endpoint.timing_middleware,
+            error_middleware,
+            admin_middleware,
+        ],
         client_max_size=settings.max_body_bytes,
     )
-    app[SETTINGS] = settings
+    app[SETTINGS] = LiveSettings(settings)
     app[STATS] = DeliveryStats()
     app[BODY_SLOTS] = asyncio.Semaphore(limits.MAX_BODIES_IN_FLIGHT)
-    app[OUTPUT_PLAN] = pipeline.output_plan(settings)
-    app[LIVE] = Broadcaster()
+    # Every publisher has a worker, configured or not (targets change at run time).
+    app[METRICS] = Metrics(app[STATS], (queue.LOCAL, *pipeline.PUBLISHERS))
+    app[BROADCAST] = Broadcaster()
     app.on_shutdown.append(_end_streams)  # before aiohttp waits for handlers
     app.cleanup_ctx.append(_database)
     app.cleanup_ctx.append(_http_client)
@@ -79,24 +90,36 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_get("/api/cloud/replicate/versions", replicate_api.versions)
     app.router.add_get("/api/cloud/replicate/status", replicate_api.status)
     app.router.add_get("/api/cloud/replicate/billing", replicate_api.billing)
+    app.router.add_post("/api/cloud/replicate/submit", replicate_api.submit)
+    app.router.add_get("/api/cloud/providers/replicate", provider.get_provider)
+    app.router.add_put("/api/cloud/providers/replicate", provider.put_provider)
     app.router.add_get("/api/events", stream.stream_events)
     pages.add_routes(app)
     app.router.add_get("/healthz", api.healthz)
     app.router.add_get("/readyz", api.readyz)
+    app.router.add_get(METRICS_PATH, endpoint.metrics)
     return app
 
 
 async def _end_streams(app: web.Application) -> None:
-    app[LIVE].close()
+    app[BROADCAST].close()
 
 
 async def _database(app: web.Application) -> AsyncIterator[None]:
-    settings = app[SETTINGS]
+    """The database, and the provider settings stored in it put in force."""
+    live = app[SETTINGS]
+    settings = live.current
     writer = Writer(settings.database_path, synchronous=settings.synchronous)
     applied = await asyncio.to_thread(writer.open)
     if applied:
         log.info("database %s: applied %s", settings.database_path, ", ".join(applied))
     app[WRITER] = writer
+    try:
+        stored = await writer.submit(provider.stored_changes)
+        live.replace(provider.with_stored(settings, stored))
+    except BaseException:
+        await asyncio.to_thread(writer.close)
+        raise
     try:
         app[READER] = await queries.open_reader(settings.database_path)
     except BaseException:
@@ -111,7 +134,7 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
 
 async def _http_client(app: web.Application) -> AsyncIterator[None]:
     """Outbound HTTP for output downloads: bounded waits, an optional extra CA."""
-    delivery = app[SETTINGS].delivery
+    delivery = app[SETTINGS].current.delivery
     context = ssl.create_default_context()
     if delivery.ca_file is not None:
         context.load_verify_locations(cafile=str(delivery.ca_file))
@@ -132,7 +155,7 @@ async def _http_client(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _signing_keys(app: web.Application) -> AsyncIterator[None]:
-    keys = await open_signing_keys(app[SETTINGS], app[REPLICATE], app[WRITER])
+    keys = await open_signing_keys(app[SETTINGS].current, app[REPLICATE], app[WRITER])
     app[SIGNING_KEYS] = keys
     try:
         yield
@@ -141,10 +164,10 @@ async def _signing_keys(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _delivery_workers(app: web.Application) -> AsyncIterator[None]:
-    live = app[LIVE]
+    broadcast = app[BROADCAST]
 
-    def notify(task: Task, state: str) -> None:
-        live.publish(
+    def notify(task: queue.Task, state: str) -> None:
+        broadcast.publish(
             "delivery",
             task.job_id,
             task_id=task.id,
@@ -152,7 +175,13 @@ async def _delivery_workers(app: web.Application) -> AsyncIterator[None]:
             state=state,
         )
 
-    workers = pipeline.build_workers(app[SETTINGS], app[WRITER], app[HTTP], notify)
+    workers = pipeline.build_workers(
+        app[SETTINGS],
+        app[WRITER],
+        app[HTTP],
+        on_end=app[METRICS].delivery_ended,
+        notify=notify,
+    )
     app[WORKERS] = workers
     workers.start()
     try:

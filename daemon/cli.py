@@ -15,6 +15,7 @@ status            Replicate's public status page (never fails on an outage)
 secret            a fingerprint of Replicate's signing secret (--check: which
                   REPLICATE_WEBHOOK_SECRET entry matches); never the secret
 billing           recorded spend in the current cost period against the limit
+submit            start a training through the running daemon (daemon.cli_submit)
 
 The last six, which talk to Replicate or report on its costs, live in
 daemon.cli_replicate.
@@ -37,9 +38,11 @@ from typing import Any
 from daemon import __version__, cost
 from daemon.config import SECRET_ENV, ConfigError, Settings, load_settings
 from daemon.deliver import queue
+from daemon.observe import logs
 from daemon.read import queries
 from daemon.receive import signature
 from daemon.record import db
+from daemon.sensitive import secret_values
 
 log = logging.getLogger("daemon")
 
@@ -63,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _parser() -> argparse.ArgumentParser:
     # Imported here: cli_replicate builds on this module's helpers.
-    from daemon import cli_replicate
+    from daemon import cli_replicate, cli_submit
 
     parser = argparse.ArgumentParser(
         prog="replicate-webhookd",
@@ -75,6 +78,9 @@ def _parser() -> argparse.ArgumentParser:
     serve = _command(commands, "serve", _serve, "run the daemon")
     serve.add_argument("--host", help="address to listen on (default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port to listen on (default 8080)")
+    serve.add_argument(
+        "--log-format", choices=logs.FORMATS, help="text (default) or json lines"
+    )
 
     _command(commands, "migrate", _migrate, "apply pending database migrations")
 
@@ -144,6 +150,7 @@ def _parser() -> argparse.ArgumentParser:
         "spend against the cost limit",
     )
     bill.add_argument("--json", action="store_true", help="print JSON")
+    cli_submit.add_parser(commands, _command)
 
     sign = commands.add_parser("sign", help="print signature headers for a body")
     sign.set_defaults(run=_sign)
@@ -172,49 +179,45 @@ def _task_id(text: str) -> int:
 
 def _configure_logging() -> None:
     level = os.environ.get("REPLICATE_WEBHOOKD_LOG_LEVEL", "INFO").upper()
-    if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+    if level not in logs.LEVELS:
         raise ConfigError(
             f"REPLICATE_WEBHOOKD_LOG_LEVEL: must be DEBUG, INFO, WARNING or ERROR, "
             f"got {level!r}"
         )
-    # Client libraries print request headers (credentials) at DEBUG: keep them quiet.
-    noisy_clients = (
-        "botocore",
-        "aiobotocore",
-        "boto3",
-        "urllib3",
-        "httpx",
-        "httpx2",
-        "huggingface_hub",
-        "hf_xet",
-    )
-    for noisy in noisy_clients:
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-    logging.basicConfig(
-        level=getattr(logging, level),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    # Text until the settings are read; `serve` then applies log.format.
+    logs.configure(level)
 
 
-def settings_for(args: argparse.Namespace, *, require_secret: bool) -> Settings:
+def settings_for(
+    args: argparse.Namespace, *, require_secret: bool, stored: bool = True
+) -> Settings:
+    """Settings from the file, the environment and the flags; with `stored`, the
+    provider settings a running daemon was given through the API on top."""
     overrides = {
         "server.host": getattr(args, "host", None),
         "server.port": getattr(args, "port", None),
         "server.data_dir": args.data_dir,
+        "log.format": getattr(args, "log_format", None),
     }
-    return load_settings(
+    settings = load_settings(
         os.environ,
         config_path=args.config,
         overrides=overrides,
         require_secret=require_secret,
     )
+    if stored and settings.database_path.exists():
+        from daemon.replicate.provider import read_stored, with_stored
+
+        settings = with_stored(settings, read_stored(settings.database_path))
+    return settings
 
 
 def _serve(args: argparse.Namespace) -> int:
     from daemon.serve import serve  # the server stack loads only for this command
 
-    settings = settings_for(args, require_secret=True)
+    settings = settings_for(args, require_secret=True, stored=False)
+    logs.use_format(settings.log_format)
+    logs.redact(secret_values(settings))
     _check_folder("server.data_dir", settings.data_dir)
     _check_folder("server.outputs_dir", settings.outputs_dir)
     try:

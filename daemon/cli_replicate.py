@@ -88,7 +88,7 @@ def cancel_command(args: argparse.Namespace) -> int:
 async def _cancel_recorded(settings: Settings, path: Path, job_id: str) -> Any:
     """The endpoint's own steps, with this process's writer; a running daemon's
     workers pick up any delivery task this queues."""
-    from daemon.deliver.pipeline import output_plan
+    from daemon.live import output_plan
     from daemon.record.writer import Writer
     from daemon.replicate.cancel import cancel_job
     from daemon.replicate.client import ReplicateClient

@@ -5,27 +5,32 @@ whose message is one line naming the key and the offending value (never the valu
 of a secret); the command line turns it into exit code 2.
 
 TOML keys:
-    [server]   host, port, data_dir, outputs_dir
+    [server]   host, port, data_dir, outputs_dir, public_url (the https origin
+               Replicate reaches the daemon at: webhooks of submitted jobs go to
+               <public_url>/api/webhooks/replicate)
     [webhook]  allowed_ips, trusted_proxies, client_ip_header,
                timestamp_tolerance_s, max_body_bytes, body_timeout_s
     [delivery] allowed_hosts, ca_file, max_attempts, lease_s, max_file_bytes,
                concurrency, delete_local_after_publish
     [hub]      model_id, private, concurrency
-    [s3]       bucket, key_template, endpoint_url, region, access_key_id,
+    [s3]       bucket, prefix, key_template, endpoint_url, region, access_key_id,
                secret_access_key, checksum, part_size_bytes, concurrency
-    [replicate] api_base, trainer_model, reconcile_interval_s, status_url
+    [replicate] api_base, trainer_model, destination (the default owner/model
+               that trainings create versions of), reconcile_interval_s, status_url
     [cost]     prices_per_hour (a table: hardware name -> USD per hour, added to
                the defaults), default_hardware, limit_amount (0: no limit),
                limit_period (daily|weekly|monthly), limit_action (warn|block),
                time_zone (IANA name: where calendar periods begin)
     [database] synchronous ("normal": survives a crash of the process;
                "full": also survives power loss, at a lower delivery rate)
+    [log]      format ("text", or "json": one JSON object per line)
 
 Environment: REPLICATE_WEBHOOKD_CONFIG (the TOML path), REPLICATE_WEBHOOKD_HOST,
-_PORT, _DATA_DIR, _OUTPUTS_DIR, _ALLOWED_IPS, _TRUSTED_PROXIES, _CLIENT_IP_HEADER,
-_OUTPUT_HOSTS (lists separated by commas or spaces), REPLICATE_WEBHOOK_SECRET (one
-or more `whsec_` secrets separated by white space), REPLICATE_WEBHOOKD_ADMIN_TOKEN,
-REPLICATE_WEBHOOKD_SECRET_KEY (a Fernet key for the fetched signing secret at rest),
+_PORT, _DATA_DIR, _OUTPUTS_DIR, _PUBLIC_URL, _ALLOWED_IPS, _TRUSTED_PROXIES,
+_CLIENT_IP_HEADER, _OUTPUT_HOSTS (lists separated by commas or spaces), _LOG_FORMAT,
+REPLICATE_WEBHOOK_SECRET (one or more `whsec_` secrets separated by white space),
+REPLICATE_WEBHOOKD_ADMIN_TOKEN, REPLICATE_WEBHOOKD_SECRET_KEY (a Fernet key for the
+fetched signing secret at rest),
 HF_TOKEN, REPLICATE_API_BASE (overrides replicate.api_base), REPLICATE_STATUS_URL
 (overrides replicate.status_url) and REPLICATE_API_TOKEN
 (read from the environment only: never from a file, never stored).
@@ -37,7 +42,7 @@ import binascii
 import re
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -58,8 +63,15 @@ API_TOKEN_ENV = "REPLICATE_API_TOKEN"
 API_BASE_ENV = "REPLICATE_API_BASE"
 STATUS_URL_ENV = "REPLICATE_STATUS_URL"
 SYNCHRONOUS_MODES = ("normal", "full")
+WEBHOOK_PATH = "/api/webhooks/replicate"
+LOG_FORMATS = ("text", "json")
 _HEADER_NAME = re.compile(r"^[A-Za-z0-9-]{1,64}$")
 _HOST = re.compile(r"^[A-Za-z0-9.-]{1,253}(:\d{1,5})?$")
+_ORIGIN = re.compile(
+    r"^https?://[A-Za-z0-9.\[\]:-]+(/[A-Za-z0-9._~!$&'()*+,;=:@%/-]*)?$"
+)
+_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+_KEY_PREFIX = re.compile(r"^([A-Za-z0-9!_.*'()-][A-Za-z0-9!_.*'()/-]*)?$")
 _REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 _DEFAULTS: dict[str, dict[str, Any]] = {
@@ -68,6 +80,7 @@ _DEFAULTS: dict[str, dict[str, Any]] = {
         "port": limits.DEFAULT_PORT,
         "data_dir": limits.DEFAULT_DATA_DIR,
         "outputs_dir": limits.DEFAULT_OUTPUTS_DIR,
+        "public_url": "",
     },
     "webhook": {
         "allowed_ips": [],
@@ -78,9 +91,11 @@ _DEFAULTS: dict[str, dict[str, Any]] = {
         "body_timeout_s": limits.BODY_READ_TIMEOUT_S,
     },
     "database": {"synchronous": "normal"},
+    "log": {"format": "text"},
     "replicate": {
         "api_base": limits.REPLICATE_API_BASE,
         "trainer_model": limits.REPLICATE_TRAINER_MODEL,
+        "destination": "",
         "reconcile_interval_s": limits.RECONCILE_INTERVAL_S,
         "status_url": limits.REPLICATE_STATUS_URL,
     },
@@ -105,6 +120,7 @@ _DEFAULTS: dict[str, dict[str, Any]] = {
     "hub": {"model_id": "", "private": True, "concurrency": 1},
     "s3": {
         "bucket": "",
+        "prefix": "",
         "key_template": "{job_id}/{name}",
         "endpoint_url": "",
         "region": "",
@@ -115,16 +131,27 @@ _DEFAULTS: dict[str, dict[str, Any]] = {
         "concurrency": 2,
     },
 }
+_ENV_READ = (
+    SECRET_ENV,
+    ADMIN_TOKEN_ENV,
+    SECRET_KEY_ENV,
+    API_TOKEN_ENV,
+    API_BASE_ENV,
+    STATUS_URL_ENV,
+    "HF_TOKEN",
+)
 _ENV_KEYS = {
     "HOST": ("server", "host"),
     "PORT": ("server", "port"),
     "DATA_DIR": ("server", "data_dir"),
     "OUTPUTS_DIR": ("server", "outputs_dir"),
+    "PUBLIC_URL": ("server", "public_url"),
     "ALLOWED_IPS": ("webhook", "allowed_ips"),
     "TRUSTED_PROXIES": ("webhook", "trusted_proxies"),
     "CLIENT_IP_HEADER": ("webhook", "client_ip_header"),
     "OUTPUT_HOSTS": ("delivery", "allowed_hosts"),
     "OUTPUTS_CA_FILE": ("delivery", "ca_file"),
+    "LOG_FORMAT": ("log", "format"),
 }
 
 
@@ -155,6 +182,7 @@ class HubSettings:
 @dataclass(frozen=True)
 class S3Settings:
     bucket: str | None
+    prefix: str  # put before every key_template expansion
     key_template: str
     endpoint_url: str | None  # MinIO, Backblaze B2, ...: path-style addressing
     region: str | None
@@ -173,6 +201,7 @@ class S3Settings:
 class ReplicateSettings:
     api_base: str  # no trailing slash
     trainer_model: str  # owner/name
+    destination: str | None  # owner/name: the model trainings create versions of
     reconcile_interval_s: float
     status_url: str  # the public status page, no trailing slash
     # REPLICATE_API_TOKEN as given, surrounding white space included, so that a
@@ -204,6 +233,21 @@ class CostSettings:
 class ConfigError(ValueError):
     """A setting is missing or invalid; str() is the one line to show the user."""
 
+    @property
+    def key(self) -> str:
+        """The "section.key" the message opens with ("" when it names none)."""
+        found = re.match(r"([a-z0-9_]+\.[a-z0-9_]+)[.:]", str(self))
+        return found.group(1) if found else ""
+
+
+@dataclass(frozen=True)
+class Source:
+    """What settings were built from, so that they can be rebuilt with changes."""
+
+    values: Mapping[str, Mapping[str, Any]]  # section -> key -> raw value
+    env: Mapping[str, str] = field(repr=False)  # may hold secrets
+    require_secret: bool
+
 
 @dataclass(frozen=True)
 class Settings:
@@ -211,6 +255,7 @@ class Settings:
     port: int
     data_dir: Path
     outputs_dir: Path
+    public_url: str | None  # no trailing slash
     allowed_ips: tuple[IPNetwork, ...]
     trusted_proxies: tuple[IPNetwork, ...]
     client_ip_header: str
@@ -227,6 +272,14 @@ class Settings:
     cost: CostSettings
     # Fernet key for the fetched signing secret at rest; None: <data_dir>/secret.key
     secret_key: Secret | None = None
+    log_format: str = "text"  # or "json"
+    source: Source | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def webhook_url(self) -> str | None:
+        if self.public_url is None:
+            return None
+        return self.public_url + WEBHOOK_PATH
 
     @property
     def database_path(self) -> Path:
@@ -256,6 +309,18 @@ def load_settings(
             section, key = dotted.split(".")
             values[section][key] = value
     return _validate(values, env, require_secret)
+
+
+def rebuild(settings: Settings, changes: Mapping[str, Any]) -> Settings:
+    """`settings` as loaded, with `changes` ("section.key" -> value) on top."""
+    if settings.source is None:
+        raise ValueError("these settings were not built by load_settings")
+    source = settings.source
+    values = {section: dict(keys) for section, keys in source.values.items()}
+    for dotted, value in changes.items():
+        section, key = dotted.split(".")
+        values[section][key] = value
+    return _validate(values, source.env, source.require_secret)
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
@@ -295,11 +360,17 @@ def _validate(
             f"got {synchronous!r}"
         )
     admin = env.get(ADMIN_TOKEN_ENV, "").strip()
+    source = Source(
+        values={section: dict(keys) for section, keys in values.items()},
+        env={name: env[name] for name in _ENV_READ if name in env},
+        require_secret=require_secret,
+    )
     return Settings(
         host=_text("server.host", server["host"]),
         port=_integer("server.port", server["port"], 0, 65535),
         data_dir=_path("server.data_dir", server["data_dir"]),
         outputs_dir=_path("server.outputs_dir", server["outputs_dir"]),
+        public_url=_public_url(server["public_url"]),
         allowed_ips=_networks("webhook.allowed_ips", webhook["allowed_ips"]),
         trusted_proxies=_networks(
             "webhook.trusted_proxies", webhook["trusted_proxies"]
@@ -327,6 +398,8 @@ def _validate(
         replicate=_replicate(values["replicate"], env),
         cost=_cost(values["cost"]),
         secret_key=_fernet_key(env.get(SECRET_KEY_ENV, "")),
+        log_format=_choice("log.format", values["log"]["format"], LOG_FORMATS),
+        source=source,
     )
 
 
@@ -396,8 +469,20 @@ def _s3(section: dict[str, Any]) -> S3Settings:
     key_id, secret_key = section["access_key_id"], section["secret_access_key"]
     if bool(key_id) != bool(secret_key):
         raise ConfigError("s3.access_key_id: set both keys or neither (value hidden)")
+    prefix = section["prefix"]
+    if not isinstance(prefix, str) or not _KEY_PREFIX.match(prefix):
+        raise ConfigError(
+            f"s3.prefix: letters, digits and !-_.*'()/ only, no leading '/': {prefix!r}"
+        )
+    bucket = section["bucket"]
+    if bucket and not (isinstance(bucket, str) and _BUCKET.match(bucket)):
+        raise ConfigError(
+            "s3.bucket: 3 to 63 lower-case letters, digits, dots and hyphens: "
+            f"{bucket!r}"
+        )
     return S3Settings(
-        bucket=str(section["bucket"]) or None,
+        bucket=bucket or None,
+        prefix=prefix,
         key_template=template,
         endpoint_url=endpoint or None,
         region=str(section["region"]) or None,
@@ -418,6 +503,10 @@ def _replicate(section: dict[str, Any], env: Mapping[str, str]) -> ReplicateSett
     model = section["trainer_model"]
     if not isinstance(model, str) or not _REPO_ID.match(model):
         raise ConfigError(f"replicate.trainer_model: not an owner/name: {model!r}")
+    destination = section["destination"]
+    valid = isinstance(destination, str) and _REPO_ID.match(destination)
+    if destination and not valid:
+        raise ConfigError(f"replicate.destination: not an owner/name: {destination!r}")
     status = env.get(STATUS_URL_ENV, "").strip() or section["status_url"]
     if not isinstance(status, str) or not re.match(r"^https?://[^\s/?#]+", status):
         raise ConfigError(f"replicate.status_url: not an http(s) URL: {status!r}")
@@ -425,6 +514,7 @@ def _replicate(section: dict[str, Any], env: Mapping[str, str]) -> ReplicateSett
     return ReplicateSettings(
         api_base=base.rstrip("/"),
         trainer_model=model,
+        destination=destination or None,
         reconcile_interval_s=_number(
             "replicate.reconcile_interval_s",
             section["reconcile_interval_s"],
@@ -475,6 +565,12 @@ def _cost(section: dict[str, Any]) -> CostSettings:
         limit_action=action,
         time_zone=zone,
     )
+
+
+def _choice(key: str, value: Any, choices: tuple[str, ...]) -> str:
+    if value not in choices:
+        raise ConfigError(f"{key}: must be one of {', '.join(choices)}, got {value!r}")
+    return str(value)
 
 
 def _flag(key: str, value: Any) -> bool:
@@ -546,6 +642,17 @@ def _webhook_keys(raw: str, required: bool) -> tuple[Secret, ...]:
             ) from None
         keys.append(Secret(entry))
     return tuple(keys)
+
+
+def _public_url(value: Any) -> str | None:
+    if value in ("", None):
+        return None
+    if not isinstance(value, str) or not _ORIGIN.match(value.strip()):
+        raise ConfigError(
+            "server.public_url: not an http(s) origin with an optional path, "
+            f"no query or fragment: {value!r}"
+        )
+    return value.strip().rstrip("/")
 
 
 def _fernet_key(raw: str) -> Secret | None:

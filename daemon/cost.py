@@ -1,7 +1,8 @@
 """What jobs cost and how much was spent in the current calendar period.
 
-A job's hardware is its input's "hardware" value when it is a string, else the
-configured default; hardware without a price is priced as the default hardware.
+A job's hardware is what it was submitted with, else its input's "hardware" value
+when it is a string, else the configured default; hardware without a price is
+priced as the default hardware.
 A finished job costs metrics.predict_time times its price per hour / 3600 (no
 predict_time: nothing, as Replicate bills only predict time). A running job
 (started_at set, status not terminal) costs the time elapsed since started_at.
@@ -39,15 +40,18 @@ class Spend:
     by_day: dict[date, float]  # every local day of the period, in order
 
 
-def job_hardware(job_input: Any, cost: CostSettings) -> str:
-    value = job_input.get("hardware") if isinstance(job_input, dict) else None
+def job_hardware(job: Mapping[str, Any], cost: CostSettings) -> str:
+    value = job.get("hardware")
+    job_input = job.get("input")
+    if not value and isinstance(job_input, dict):
+        value = job_input.get("hardware")
     return value if isinstance(value, str) and value else cost.default_hardware
 
 
 def job_cost(job: Mapping[str, Any], cost: CostSettings, now: float) -> float:
     """USD for a job as `GET /api/jobs` shows it (status, predict_time_s,
     started_at, input)."""
-    per_second = cost.price_per_hour(job_hardware(job.get("input"), cost)) / 3600
+    per_second = cost.price_per_hour(job_hardware(job, cost)) / 3600
     if is_terminal(str(job.get("status"))):
         predict = job.get("predict_time_s")
         return float(predict) * per_second if predict is not None else 0.0
@@ -83,7 +87,8 @@ async def period_spend(
     by_day = {first + timedelta(days=n): 0.0 for n in range((end.date() - first).days)}
     async with conn.execute(
         "SELECT status, predict_time_s, started_at, created_ts, first_seen_at,"
-        " input_json FROM jobs WHERE coalesce(created_ts, first_seen_at) >= ?",
+        " input_json, hardware FROM jobs"
+        " WHERE coalesce(created_ts, first_seen_at) >= ?",
         (start.timestamp() - limits.COST_LOOKBACK_S,),
     ) as cursor:
         rows = await cursor.fetchall()

@@ -1,5 +1,7 @@
 """One JSON error shape for every refusal: {"error": {"code", "message"}}.
 
+Some refusals add keys beside those two, such as "field" for a rejected setting.
+
 Handlers raise ApiError; the middleware (outermost) turns it, aiohttp's own HTTP
 errors (unknown route, wrong method) and any unexpected exception into that shape.
 Messages never carry a secret, a signature or a header dump.
@@ -9,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
 
 from aiohttp import web
 
@@ -25,18 +28,24 @@ class ApiError(Exception):
         message: str,
         *,
         headers: Mapping[str, str] | None = None,
+        extra: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
         self.headers = dict(headers or {})
+        self.extra = dict(extra or {})
 
 
 def error_response(
-    status: int, code: str, message: str, headers: Mapping[str, str] | None = None
+    status: int,
+    code: str,
+    message: str,
+    headers: Mapping[str, str] | None = None,
+    extra: Mapping[str, Any] | None = None,
 ) -> web.Response:
-    body = {"error": {"code": code, "message": message}}
+    body = {"error": {**(extra or {}), "code": code, "message": message}}
     return web.json_response(body, status=status, headers=headers)
 
 
@@ -55,7 +64,9 @@ async def error_middleware(
     try:
         return await handler(request)
     except ApiError as exc:
-        response = error_response(exc.status, exc.code, exc.message, exc.headers)
+        response = error_response(
+            exc.status, exc.code, exc.message, exc.headers, exc.extra
+        )
         if exc.status == 413:
             response.force_close()  # the rest of the body is never read
         return response

@@ -126,6 +126,24 @@ COST_ACTIONS = ("warn", "block")
 # A job is looked for this long before a period starts: it may have been created
 # (queued) before the period and started inside it.
 COST_LOOKBACK_S = 7 * 86400.0
+# Submit warns once recorded spend reaches this share of the limit, whatever the
+# action, so that a block does not come as a surprise.
+COST_WARN_SHARE = 0.8
+
+# Submitting trainings. Replicate sends only the events named here; "logs" comes
+# at most about every 500 ms, "start" once, "completed" once.
+WEBHOOK_EVENTS = ("start", "output", "logs", "completed")
+IDEMPOTENCY_KEY_MAX = 200
+# Largest training configuration (config + dataloader + LyCORIS JSON) accepted.
+SUBMIT_MAX_BODY_BYTES = 4 << 20
+# A submission still pending this long after it began, in no request of this
+# process, was interrupted (daemon killed mid-call): reconciliation looks for the
+# training among the account's newest and links it, and gives up after the
+# second figure (Replicate answers within seconds when it creates one).
+SUBMIT_ORPHAN_AFTER_S = 120.0
+SUBMIT_ORPHAN_GIVE_UP_S = 3600.0
+# The newest trainings are matched this far before a submission began (clock skew).
+SUBMIT_MATCH_SKEW_S = 300.0
 
 # Live updates (GET /api/events). A browser that cannot keep up loses its queue
 # and is told to read everything again, so a queue never grows past this.

@@ -7,6 +7,7 @@ needs the value calls `reveal()`, which makes every use easy to find.
 from __future__ import annotations
 
 import re
+from dataclasses import fields, is_dataclass
 from typing import Any
 
 MASK = "***"
@@ -50,3 +51,24 @@ def mask_secrets(value: Any) -> Any:
     if isinstance(value, list):
         return [mask_secrets(item) for item in value]
     return value
+
+
+def secret_values(value: Any) -> list[str]:
+    """The revealed value of every Secret inside `value` (dataclasses, tuples).
+
+    For the log redactor: a `whsec_` secret is listed with and without its prefix,
+    so that either spelling is masked.
+    """
+    if isinstance(value, Secret):
+        revealed = value.reveal().strip()
+        bare = revealed.removeprefix("whsec_")
+        return [revealed, bare] if bare != revealed else [revealed]
+    if isinstance(value, tuple | list):
+        return [found for item in value for found in secret_values(item)]
+    if is_dataclass(value) and not isinstance(value, type):
+        return [
+            found
+            for item in fields(value)
+            for found in secret_values(getattr(value, item.name))
+        ]
+    return []

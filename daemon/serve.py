@@ -26,10 +26,9 @@ from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 
 from daemon import limits
-from daemon.access import WEBHOOK_PATH
 from daemon.app import create_app
-from daemon.appkeys import LIVE, STATS
-from daemon.config import Settings
+from daemon.appkeys import BROADCAST, STATS
+from daemon.config import WEBHOOK_PATH, Settings
 from daemon.errors import Handler
 
 log = logging.getLogger(__name__)
@@ -70,7 +69,7 @@ async def serve(settings: Settings) -> None:
         limits.SHUTDOWN_GRACE_S,
     )
     await _finish_in_flight(
-        runner, in_flight, limits.SHUTDOWN_GRACE_S, end_streams=app[LIVE].close
+        runner, in_flight, limits.SHUTDOWN_GRACE_S, end_streams=app[BROADCAST].close
     )
     await runner.cleanup()
     log.info(

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import http.client
 import json
 import os
 import re
@@ -99,6 +101,15 @@ def run_cli(
 _LISTENING = re.compile(r"listening on http://([^:\s]+|\[[^\]]+\]):(\d+)")
 
 
+@dataclass(frozen=True)
+class Answer:
+    status: int
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
 @dataclass
 class DaemonProcess:
     """`replicate-webhookd serve` as a real process on a loopback port."""
@@ -150,8 +161,36 @@ class DaemonProcess:
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path else ""
 
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: bytes | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> Answer:
+        """One HTTP request to the daemon; any status comes back, none raises."""
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+        try:
+            sent = {"Content-Type": "application/json", **(headers or {})}
+            conn.request(method, path, body=body, headers=sent)
+            response = conn.getresponse()
+            return Answer(response.status, response.read())
+        finally:
+            conn.close()
+
     def stop(self, sig: int = 15, timeout_s: float = 20) -> int:
         assert self.process is not None
         if self.process.poll() is None:
             self.process.send_signal(sig)
         return self.process.wait(timeout=timeout_s)
+
+
+async def eventually(check: Any, what: str, tries: int = 300) -> Any:
+    """Await `check()` every 50 ms until it gives something true; fail after
+    `tries` attempts, naming `what`."""
+    for _ in range(tries):
+        found = await check()
+        if found:
+            return found
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")

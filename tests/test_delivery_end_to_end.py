@@ -170,3 +170,36 @@ async def test_publishers_fail_with_the_local_copy_and_come_back_with_its_retry(
             break
         await asyncio.sleep(0.1)
     assert states == {"local": "succeeded", "s3": "succeeded"}
+
+
+async def test_s3_target_set_through_provider_settings_applies_without_restart(
+    daemon_client, make_settings, secret, output_server, moto_s3, tmp_path
+):
+    weights = os.urandom(64 * 1024)
+    url = output_server.add(weights)
+    s3 = boto3.client("s3", endpoint_url=moto_s3, region_name="us-east-1")
+    s3.create_bucket(Bucket=BUCKET)
+    settings = make_settings(
+        env=output_server.env(),
+        server__outputs_dir=str(tmp_path / "outputs"),
+        delivery__backoff_base_s=0.05,
+        s3__endpoint_url=moto_s3,  # the endpoint is configured, no bucket yet
+    )
+    client = await daemon_client(settings)
+    change = {"publish": {"s3_bucket": BUCKET, "s3_prefix": "runs/"}}
+    answer = await client.put("/api/cloud/providers/replicate", json=change)
+    assert answer.status == 200, await answer.text()
+
+    body = succeeded_body(url)
+    response = await client.post(
+        WEBHOOK_PATH, data=body, headers=signed_headers(secret, body)
+    )
+    job_id = (await response.json())["job_id"]
+    tasks = await wait_for_deliveries(client, job_id, 2)
+
+    assert {t["destination"]: t["state"] for t in tasks} == {
+        "local": "succeeded",
+        "s3": "succeeded",
+    }
+    stored = s3.get_object(Bucket=BUCKET, Key=f"runs/{job_id}/trained_model.tar")
+    assert stored["Body"].read() == weights

@@ -14,7 +14,7 @@ from typing import Any
 import aiohttp
 
 from daemon import limits
-from daemon.live import RESYNC, Broadcaster, StreamClosed
+from daemon.broadcast import RESYNC, Broadcaster, StreamClosed
 from tests.helpers import WEBHOOK_PATH, signed_headers
 
 

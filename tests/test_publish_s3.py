@@ -39,6 +39,7 @@ ServerFactory = Callable[..., Any]
 def s3_settings(endpoint: str | None, **changes: Any) -> S3Settings:
     base = S3Settings(
         bucket=BUCKET,
+        prefix="",
         key_template="{job_id}/{name}",
         endpoint_url=endpoint,
         region=None,

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.fakes.replicate import training
-from tests.helpers import WEBHOOK_PATH, signed_headers
+from tests.helpers import WEBHOOK_PATH, eventually, signed_headers
 
 JOB = "medrnz3bm5dd6ultvad2tejrte"
 FAST = {"replicate__reconcile_interval_s": 0.1}
@@ -27,15 +27,6 @@ async def post_processing_webhook(client: Any, secret: str, fake: Any) -> None:
         WEBHOOK_PATH, data=raw, headers=signed_headers(secret, raw)
     )
     assert answer.status == 200, await answer.text()
-
-
-async def wait_for(check: Any, what: str, tries: int = 200) -> Any:
-    for _ in range(tries):
-        found = await check()
-        if found:
-            return found
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 async def job_of(client: Any) -> dict[str, Any]:
@@ -70,7 +61,7 @@ async def test_job_whose_webhooks_were_lost_ends_succeeded_with_outputs_delivere
         tasks = (await answer.json())["deliveries"]
         return [t for t in tasks if t["state"] == "succeeded"]
 
-    tasks = await wait_for(delivered, "the local delivery")
+    tasks = await eventually(delivered, "the local delivery")
     assert [t["destination"] for t in tasks] == ["local"]
     job = await job_of(client)
     assert job["status"] == "succeeded"
@@ -97,7 +88,7 @@ async def test_unchanged_poll_is_recorded_once(daemon_client, secret, fake_repli
     async def polled_thrice() -> bool:
         return len(fake_replicate.calls(f"/trainings/{JOB}")) >= 3
 
-    await wait_for(polled_thrice, "three polls")
+    await eventually(polled_thrice, "three polls")
     job = await job_of(client)
     polls = [h for h in job["history"] if h["webhook_id"].startswith("poll:")]
     assert len(polls) == 1
@@ -116,7 +107,7 @@ async def test_get_url_outside_the_api_base_is_not_polled_there(
     async def polled() -> bool:
         return bool(fake_replicate.calls(f"/v1/trainings/{JOB}"))
 
-    await wait_for(polled, "a poll at the fake")
+    await eventually(polled, "a poll at the fake")
 
 
 async def test_prediction_is_polled_when_no_training_has_the_id(
@@ -130,7 +121,7 @@ async def test_prediction_is_polled_when_no_training_has_the_id(
     async def failed() -> bool:
         return (await job_of(client))["status"] == "failed"
 
-    await wait_for(failed, "the failed status")
+    await eventually(failed, "the failed status")
     assert fake_replicate.calls(f"/v1/predictions/{JOB}")
 
 
@@ -158,7 +149,7 @@ async def test_failed_poll_is_logged_once_per_cycle_and_the_loop_goes_on(
     async def canceled() -> bool:
         return (await job_of(client))["status"] == "canceled"
 
-    await wait_for(canceled, "the canceled status")
+    await eventually(canceled, "the canceled status")
     warnings = [
         r.getMessage() for r in caplog.records if r.name == "daemon.replicate.reconcile"
     ]

@@ -1,9 +1,12 @@
 """Assemble the delivery workers from settings: the local copy, then publishers.
 
-The local copy is always the first destination; the Hub and S3 publishers are
-added when configured. A publisher receives the job's complete local files only;
-once every destination of a job has succeeded, the local copy can be removed
-(`delivery.delete_local_after_publish`, off by default).
+The local copy is always the first destination; a job's outputs also go to the
+Hub and to S3 when those are configured at the time the job succeeds. Publish
+targets can change at run time (provider settings), so each publishing task uses
+the target in force when it runs, and a task whose target was switched off fails
+for good with `destination_not_configured`. A publisher receives the job's
+complete local files only; once every destination of a job has succeeded, the
+local copy can be removed (`delivery.delete_local_after_publish`, off by default).
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import asyncio
 import logging
 import shutil
 import sqlite3
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
@@ -28,61 +32,78 @@ from daemon.deliver.worker import (
     Notify,
     TaskContext,
 )
-from daemon.record.jobs import OutputPlan
+from daemon.live import LiveSettings
 from daemon.record.writer import Writer
 
 log = logging.getLogger(__name__)
 
+PUBLISHERS = ("hub", "s3")
 
-def publishers(settings: Settings) -> dict[str, tuple[Publisher, int]]:
-    """The configured publishers by destination name, with their concurrency."""
-    found: dict[str, tuple[Publisher, int]] = {}
-    if settings.hub.model_id:
+
+class CurrentPublisher:
+    """The publisher for one destination as the settings in force configure it,
+    rebuilt when they change."""
+
+    def __init__(self, name: str, live: LiveSettings) -> None:
+        self._name = name
+        self._live = live
+        self._built: tuple[Any, Publisher] | None = None
+
+    def __call__(self) -> Publisher:
+        target = _target(self._name, self._live.current)
+        if target is None:
+            raise Permanent(
+                "destination_not_configured",
+                f"{self._name} publishing is no longer configured; configure it "
+                "and retry this delivery",
+            )
+        if self._built is None or self._built[0] != target:
+            self._built = (target, _publisher(self._name, target))
+        return self._built[1]
+
+
+def _target(name: str, settings: Settings) -> Any:
+    if name == "hub":
+        return settings.hub if settings.hub.model_id else None
+    return settings.s3 if settings.s3.enabled else None
+
+
+def _publisher(name: str, target: Any) -> Publisher:
+    if name == "hub":
         from daemon.deliver.hub import HubPublisher
 
-        if settings.hub.token is None:
-            log.warning(
-                "hub.model_id is %s but HF_TOKEN is not set: Hub deliveries will fail",
-                settings.hub.model_id,
-            )
+        if target.token is None:
+            log.warning("hub.model_id is %s but HF_TOKEN is not set", target.model_id)
+        return HubPublisher(target)
+    from daemon.deliver.s3 import S3Publisher
 
-        found["hub"] = (HubPublisher(settings.hub), settings.hub.concurrency)
-    if settings.s3.enabled:
-        from daemon.deliver.s3 import S3Publisher
-
-        found["s3"] = (S3Publisher(settings.s3), settings.s3.concurrency)
-    return found
-
-
-def output_plan(settings: Settings) -> OutputPlan:
-    names = []
-    if settings.hub.model_id:
-        names.append("hub")
-    if settings.s3.enabled:
-        names.append("s3")
-    return OutputPlan(tuple(names), settings.delivery.max_attempts)
+    return S3Publisher(target)
 
 
 def build_workers(
-    settings: Settings,
+    live: LiveSettings,
     writer: Writer,
     session: aiohttp.ClientSession,
+    on_end: Callable[[str, str], None] | None = None,
     notify: Notify | None = None,
 ) -> DeliveryWorkers:
+    settings = live.current
     copier = LocalCopier(settings, writer, session)
-    destinations = {
-        queue.LOCAL: Destination(
-            queue.LOCAL, _local(copier), settings.delivery.concurrency
-        )
+    concurrency = {
+        queue.LOCAL: settings.delivery.concurrency,
+        "hub": settings.hub.concurrency,
+        "s3": settings.s3.concurrency,
     }
-    found = publishers(settings)
-    for name, (publisher, concurrency) in found.items():
-        destinations[name] = Destination(
-            name, _publish(publisher, copier, writer), concurrency
-        )
+    destinations = {
+        queue.LOCAL: Destination(queue.LOCAL, _local(copier), concurrency[queue.LOCAL])
+    }
+    for name in PUBLISHERS:
+        handler = _publish(CurrentPublisher(name, live), copier, writer)
+        destinations[name] = Destination(name, handler, concurrency[name])
 
     async def after_success(task: queue.Task) -> None:
-        if settings.delivery.delete_local_after_publish and found:
+        delete = live.current.delivery.delete_local_after_publish
+        if delete and task.destination != queue.LOCAL:
             await _drop_local_copy(writer, copier, task.job_id)
 
     return DeliveryWorkers(
@@ -91,6 +112,7 @@ def build_workers(
         lease_s=settings.delivery.lease_s,
         backoff_base_s=settings.delivery.backoff_base_s,
         after_success=after_success,
+        on_end=on_end,
         notify=notify,
     )
 
@@ -102,8 +124,9 @@ def _local(copier: LocalCopier) -> Handler:
     return run
 
 
-def _publish(publisher: Publisher, copier: LocalCopier, writer: Writer) -> Handler:
+def _publish(current: CurrentPublisher, copier: LocalCopier, writer: Writer) -> Handler:
     async def run(context: TaskContext) -> dict[str, Any]:
+        publisher = current()
         job_id = context.task.job_id
         folder = copier.job_dir(job_id)
         files, model, version = await writer.submit(

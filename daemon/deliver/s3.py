@@ -70,8 +70,8 @@ class S3Publisher:
         return f"S3Publisher(bucket={self._bucket!r}, endpoint={self._endpoint!r})"
 
     async def __call__(self, request: PublishRequest) -> dict[str, Any]:
-        fmt = self._settings.key_template.format
-        keys = [fmt(job_id=request.job_id, name=f.name) for f in request.files]
+        prefix, fmt = self._settings.prefix, self._settings.key_template.format
+        keys = [prefix + fmt(job_id=request.job_id, name=f.name) for f in request.files]
         where = f"s3://{self._bucket}"
         try:
             async with self._client() as client:

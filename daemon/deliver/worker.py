@@ -60,6 +60,7 @@ class DeliveryWorkers:
         lease_s: float,
         backoff_base_s: float,
         after_success: Callable[[queue.Task], Awaitable[None]] | None = None,
+        on_end: Callable[[str, str], None] | None = None,
         notify: Notify | None = None,
     ) -> None:
         self._writer = writer
@@ -67,6 +68,8 @@ class DeliveryWorkers:
         self._lease_s = lease_s
         self._backoff_base_s = backoff_base_s
         self._after_success = after_success
+        # Told (destination, succeeded|failed|retried) when an attempt is recorded.
+        self._on_end = on_end
         self._notify = notify or _ignore
         self._owner = f"worker-{uuid.uuid4().hex[:12]}"
         self._wake = asyncio.Event()
@@ -177,6 +180,7 @@ class DeliveryWorkers:
         if not ours:
             log.warning("delivery %d: lease was lost; result not recorded", task.id)
             return
+        self._ended(task, "succeeded")
         self._notify(task, "succeeded")
         log.info(
             "delivery %d (%s, job %s): succeeded in %.1f s",
@@ -198,6 +202,7 @@ class DeliveryWorkers:
                 conn, task, self._owner, now, error, self._backoff_base_s
             )
         )
+        self._ended(task, "retried" if state == "queued" else "failed")
         self._notify(task, state)
         retry = f", next attempt in {due - now:.0f} s" if due is not None else ""
         log.log(
@@ -212,6 +217,10 @@ class DeliveryWorkers:
             error.message,
             retry,
         )
+
+    def _ended(self, task: queue.Task, outcome: str) -> None:
+        if self._on_end is not None:
+            self._on_end(task.destination, outcome)
 
     async def _requeue(self, task: queue.Task) -> None:
         with contextlib.suppress(Exception):

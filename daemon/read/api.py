@@ -27,7 +27,7 @@ async def list_jobs(request: web.Request) -> web.Response:
     jobs = await queries.list_jobs(conn, status=status, limit=limit, offset=offset)
     total = await queries.count_jobs(conn, status)
     following = offset + len(jobs)
-    now, prices = time.time(), request.app[SETTINGS].cost
+    now, prices = time.time(), request.app[SETTINGS].current.cost
     for job in jobs:
         job["cost"] = round(cost.job_cost(job, prices, now), 4)
     spend = await cost.period_spend(conn, prices, now)
@@ -48,7 +48,8 @@ async def get_job(request: web.Request) -> web.Response:
     job = await queries.get_job(request.app[READER], job_id)
     if job is None:
         raise ApiError(404, "job_not_found", f"no job with id {job_id!r}")
-    job["cost"] = round(cost.job_cost(job, request.app[SETTINGS].cost, time.time()), 4)
+    prices = request.app[SETTINGS].current.cost
+    job["cost"] = round(cost.job_cost(job, prices, time.time()), 4)
     return web.json_response(job)
 
 

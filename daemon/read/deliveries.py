@@ -7,7 +7,7 @@ import time
 from aiohttp import web
 
 from daemon import limits
-from daemon.appkeys import LIVE, READER, WORKERS, WRITER
+from daemon.appkeys import BROADCAST, READER, WORKERS, WRITER
 from daemon.deliver import queue
 from daemon.errors import ApiError
 from daemon.read.api import int_param
@@ -43,7 +43,7 @@ async def retry(request: web.Request) -> web.Response:
     request.app[WORKERS].wake()
     tasks = await fetch_tasks(request.app[READER], task_id=task_id)
     task = tasks[0]
-    request.app[LIVE].publish(
+    request.app[BROADCAST].publish(
         "delivery",
         task["job_id"],
         task_id=task_id,

@@ -21,8 +21,7 @@ from daemon import limits
 from daemon.access import CLIENT_ADDRESS, client_of
 from daemon.appkeys import (
     BODY_SLOTS,
-    LIVE,
-    OUTPUT_PLAN,
+    BROADCAST,
     SETTINGS,
     SIGNING_KEYS,
     STATS,
@@ -36,6 +35,7 @@ from daemon.receive.signature import Verdict, Verification, header_problem, veri
 from daemon.record.events import BodyError, Event, parse_body
 from daemon.record.jobs import Delivery, Receipt, WebhookIdConflict, record_delivery
 from daemon.record.writer import StorageUnavailable
+from daemon.stats import ACCEPTED, DUPLICATE, REJECTED
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +48,7 @@ async def receive_webhook(request: web.Request) -> web.Response:
     try:
         receipt = await _receive(request)
     except ApiError as exc:
-        stats.rejected[exc.code] += 1
+        stats.count(REJECTED, exc.code)
         log.warning(
             "webhook refused %s %s from %s webhook-id=%s: %s",
             exc.status,
@@ -60,9 +60,9 @@ async def receive_webhook(request: web.Request) -> web.Response:
         raise
     elapsed_ms = (time.perf_counter() - started) * 1000
     if receipt.duplicate:
-        stats.duplicates += 1
+        stats.count(DUPLICATE, "webhook_id_seen")
     else:
-        stats.accepted += 1
+        stats.count(ACCEPTED, receipt.outcome)
     _log_receipt(receipt, request.headers["webhook-id"], elapsed_ms)
     return web.json_response(
         {
@@ -76,7 +76,7 @@ async def receive_webhook(request: web.Request) -> web.Response:
 
 
 async def _receive(request: web.Request) -> Receipt:
-    settings = request.app[SETTINGS]
+    settings = request.app[SETTINGS].current
     client = client_of(request)
     if settings.allowed_ips and not contains(settings.allowed_ips, client):
         raise ApiError(403, "forbidden_ip", f"{client} is not in webhook.allowed_ips")
@@ -115,6 +115,7 @@ async def _receive(request: web.Request) -> Receipt:
         verification = check()
     if not verification.ok:
         raise ApiError(401, verification.verdict.value, verification.reason)
+    request.app[STATS].verified()
 
     try:
         event = parse_body(body)
@@ -171,7 +172,7 @@ def _delivery(
 
 
 async def _commit(request: web.Request, delivery: Delivery) -> Receipt:
-    writer, plan = request.app[WRITER], request.app[OUTPUT_PLAN]
+    writer, plan = request.app[WRITER], request.app[SETTINGS].plan
     try:
         async with asyncio.timeout(limits.COMMIT_WAIT_S):
             receipt = await writer.submit(
@@ -188,7 +189,7 @@ async def _commit(request: web.Request, delivery: Delivery) -> Receipt:
         raise _unavailable() from None
     if receipt.tasks_created:
         request.app[WORKERS].wake()
-    request.app[LIVE].job_changed(receipt)  # committed: dashboards may read it
+    request.app[BROADCAST].job_changed(receipt)  # committed: dashboards may read it
     return receipt
 
 

@@ -7,22 +7,28 @@ Replicate's refusals become the daemon's one error shape: no token configured is
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 from aiohttp import web
 
-from daemon import cost
-from daemon.appkeys import READER, REPLICATE, SETTINGS
+from daemon import cost, limits
+from daemon.appkeys import BROADCAST, READER, REPLICATE, SETTINGS, SUBMITTER, WRITER
 from daemon.errors import ApiError
 from daemon.replicate.client import ReplicateClient
 from daemon.replicate.errors import InvalidToken, ReplicateError, TokenMissing
 from daemon.replicate.status import replicate_status
+from daemon.replicate.submissions import SubmitRefused, parse_request
+from daemon.replicate.submit import Submitter
 
 
 async def client_context(app: web.Application) -> AsyncIterator[None]:
-    client = ReplicateClient(app[SETTINGS].replicate)
+    """The client, and the submitter that uses it (needs the database)."""
+    client = ReplicateClient(app[SETTINGS].current.replicate)
     app[REPLICATE] = client
+    app[SUBMITTER] = Submitter(client, app[WRITER], app[READER], app[SETTINGS])
     try:
         yield
     finally:
@@ -42,23 +48,23 @@ async def validate(request: web.Request) -> web.Response:
 
 async def versions(request: web.Request) -> web.Response:
     """Every version of the configured trainer model, newest first."""
-    client = request.app[REPLICATE]
+    model = request.app[SETTINGS].current.replicate.trainer_model
     try:
-        found = await client.model_versions(client.trainer_model)
+        found = await request.app[REPLICATE].model_versions(model)
     except ReplicateError as exc:
         raise as_api_error(exc) from None
-    return web.json_response({"model": client.trainer_model, "versions": found})
+    return web.json_response({"model": model, "versions": found})
 
 
 async def status(request: web.Request) -> web.Response:
     """Replicate's public status page; 200 with "unknown" when it cannot be read."""
-    found = await replicate_status(request.app[SETTINGS].replicate.status_url)
+    found = await replicate_status(request.app[SETTINGS].current.replicate.status_url)
     return web.json_response(found)
 
 
 async def billing(request: web.Request) -> web.Response:
     """Recorded spend in the current period against the limit; needs no token."""
-    settings = request.app[SETTINGS].cost
+    settings = request.app[SETTINGS].current.cost
     spend = await cost.period_spend(request.app[READER], settings, time.time())
     credit = request.app[REPLICATE].last_insufficient_credit
     return web.json_response(cost.billing_report(spend, settings, credit))
@@ -72,3 +78,35 @@ def as_api_error(exc: ReplicateError) -> ApiError:
     if exc.status == 402:
         return ApiError(502, "replicate_insufficient_credit", str(exc))
     return ApiError(502, "replicate_error", f"Replicate: {exc}")
+
+
+async def submit(request: web.Request) -> web.Response:
+    """Start a training; 201 with the job, 200 when the idempotency key replays."""
+    try:
+        body = await _json_body(request)
+        checked, key = parse_request(body, request.app[SETTINGS].current)
+        status, answer = await request.app[SUBMITTER].submit(checked, key)
+    except SubmitRefused as exc:
+        extra = {"field": exc.field} if exc.field else None
+        raise ApiError(exc.status, exc.code, exc.message, extra=extra) from None
+    job_id = answer.get("job_id")
+    if status == 201 and isinstance(job_id, str):  # a new job: dashboards show it
+        request.app[BROADCAST].publish("job", job_id, outcome="submitted")
+    return web.json_response(answer, status=status)
+
+
+async def _json_body(request: web.Request) -> Any:
+    """The request's JSON, read under a cap."""
+    if (request.content_length or 0) > limits.SUBMIT_MAX_BODY_BYTES:
+        raise SubmitRefused(
+            413,
+            "body_too_large",
+            f"the request is larger than {limits.SUBMIT_MAX_BODY_BYTES} bytes",
+        )
+    raw = await request.content.read(limits.SUBMIT_MAX_BODY_BYTES + 1)
+    if len(raw) > limits.SUBMIT_MAX_BODY_BYTES:
+        raise SubmitRefused(413, "body_too_large", "the request is too large")
+    try:
+        return json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise SubmitRefused(400, "invalid_json", "the body is not JSON") from None

@@ -19,7 +19,7 @@ from __future__ import annotations
 import aiosqlite
 from aiohttp import web
 
-from daemon.appkeys import LIVE, OUTPUT_PLAN, READER, REPLICATE, WORKERS, WRITER
+from daemon.appkeys import BROADCAST, READER, REPLICATE, SETTINGS, WORKERS, WRITER
 from daemon.errors import ApiError
 from daemon.read import queries
 from daemon.record.events import BodyError, is_terminal
@@ -28,7 +28,7 @@ from daemon.record.writer import Writer
 from daemon.replicate.api import as_api_error
 from daemon.replicate.client import ReplicateClient
 from daemon.replicate.errors import ReplicateError
-from daemon.replicate.reconcile import apply_snapshot, log_transition
+from daemon.replicate.snapshot import apply_snapshot, log_transition
 
 SIGNATURE_LABEL = "cancel"
 
@@ -90,7 +90,7 @@ async def cancel(request: web.Request) -> web.Response:
     job_id = request.match_info["job_id"]
     try:
         receipt = await cancel_job(
-            app[REPLICATE], app[WRITER], app[READER], app[OUTPUT_PLAN], job_id
+            app[REPLICATE], app[WRITER], app[READER], app[SETTINGS].plan, job_id
         )
     except CancelRefused as exc:
         raise ApiError(_STATUS_BY_CODE[exc.code], exc.code, str(exc)) from None
@@ -99,5 +99,5 @@ async def cancel(request: web.Request) -> web.Response:
 
     if receipt.tasks_created:
         app[WORKERS].wake()  # Replicate had finished it: outputs go out as usual
-    app[LIVE].job_changed(receipt)
+    app[BROADCAST].job_changed(receipt)
     return web.json_response(await queries.get_job(app[READER], job_id))

@@ -22,7 +22,9 @@ import logging
 import random
 import re
 import time
+from collections.abc import Callable
 from email.utils import parsedate_to_datetime
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -40,6 +42,9 @@ from daemon.replicate.errors import (
 from daemon.sensitive import Secret
 
 log = logging.getLogger(__name__)
+
+# A request body, built anew for each attempt: aiohttp keyword arguments.
+Payload = Callable[[], dict[str, Any]]
 
 _ID = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
 _MODEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -137,14 +142,51 @@ class ReplicateClient:
                 raise
         return await self._request("GET", f"/predictions/{job_id}")
 
+    async def latest_version(self, model: str) -> str:
+        """The id of the model's newest version."""
+        found = await self.model_versions(model)
+        if not found or not isinstance(found[0].get("id"), str):
+            raise ReplicateError(None, None, f"{model} has no versions")
+        return str(found[0]["id"])
+
+    async def upload_file(self, path: Path, name: str) -> dict[str, Any]:
+        """POST /files: the file streamed from disk as the `content` part; a 429
+        sends it again from the start."""
+
+        def form() -> dict[str, Any]:
+            data = aiohttp.FormData()
+            handle = path.open("rb")  # aiohttp reads it in chunks, then closes it
+            data.add_field(
+                "content", handle, filename=name, content_type=_content_type(name)
+            )
+            return {"data": data}
+
+        return _object(_decode(await self._request("POST", "/files", form)))
+
+    async def create_training(
+        self, model: str, version: str, body: dict[str, Any]
+    ) -> bytes:
+        """POST a training of `model` at `version`; the raw JSON answer."""
+        if not _MODEL.match(model):
+            raise ValueError(f"not an owner/name model: {model!r}")
+        path = f"/models/{model}/versions/{_checked(version)}/trainings"
+        return await self._request("POST", path, lambda: {"json": body})
+
+    async def recent_trainings(self) -> list[dict[str, Any]]:
+        """The newest page of the account's trainings."""
+        page = _object(await self._get_json("/trainings"))
+        return [r for r in page.get("results") or [] if isinstance(r, dict)]
+
     async def _get_json(self, path: str) -> Any:
         return _decode(await self._request("GET", path))
 
-    async def _request(self, method: str, path: str) -> bytes:
+    async def _request(
+        self, method: str, path: str, payload: Payload | None = None
+    ) -> bytes:
         url = self._url(path)
         for attempt in range(1, self._max_attempts + 1):
             try:
-                return await self._send(method, url)
+                return await self._send(method, url, payload)
             except ReplicateError as exc:
                 retry = exc.status == 429 or (
                     method == "GET" and (exc.status is None or exc.status >= 500)
@@ -166,12 +208,15 @@ class ReplicateClient:
                 await asyncio.sleep(delay)
         raise AssertionError("unreachable")  # pragma: no cover - loop always returns
 
-    async def _send(self, method: str, url: str) -> bytes:
+    async def _send(self, method: str, url: str, payload: Payload | None) -> bytes:
         if self._token is None:
             raise TokenMissing()
         headers = {"Authorization": f"Bearer {self._token.reveal().strip()}"}
+        extra = payload() if payload is not None else {}
         try:
-            async with self._client().request(method, url, headers=headers) as answer:
+            async with self._client().request(
+                method, url, headers=headers, **extra
+            ) as answer:
                 body = await _read(answer)
                 if answer.status < 300:
                     log.debug("replicate %s %s: %d", method, urlsplit(url).path, 200)
@@ -279,3 +324,14 @@ def _checked(job_id: str) -> str:
     if not _ID.match(job_id):
         raise ValueError(f"not a Replicate id: {job_id!r}")
     return job_id
+
+
+def _content_type(name: str) -> str:
+    lowered = name.lower()
+    if lowered.endswith(".zip"):
+        return "application/zip"
+    if lowered.endswith((".tar.gz", ".tgz")):
+        return "application/gzip"
+    if lowered.endswith(".tar"):
+        return "application/x-tar"
+    return "application/octet-stream"

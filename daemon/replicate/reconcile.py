@@ -15,11 +15,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
 import random
-import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
 import aiosqlite
@@ -27,21 +25,23 @@ from aiohttp import web
 
 from daemon import limits
 from daemon.appkeys import (
-    LIVE,
-    OUTPUT_PLAN,
+    BROADCAST,
     READER,
     REPLICATE,
     SETTINGS,
+    SUBMITTER,
     WORKERS,
     WRITER,
 )
+from daemon.broadcast import Broadcaster
 from daemon.deliver.worker import DeliveryWorkers
-from daemon.live import Broadcaster
-from daemon.record.events import ACTIVE_STATUSES, BodyError, parse_body
-from daemon.record.jobs import Delivery, OutputPlan, Receipt, record_delivery
+from daemon.live import LiveSettings
+from daemon.record.events import ACTIVE_STATUSES, BodyError
+from daemon.record.jobs import Receipt
 from daemon.record.writer import Writer
 from daemon.replicate.client import ReplicateClient
 from daemon.replicate.errors import ReplicateError
+from daemon.replicate.snapshot import apply_snapshot, log_transition
 
 log = logging.getLogger(__name__)
 
@@ -53,9 +53,11 @@ class Reconciler:
     client: ReplicateClient
     writer: Writer
     reader: aiosqlite.Connection
-    plan: OutputPlan
+    settings: LiveSettings
     workers: DeliveryWorkers
-    live: Broadcaster | None = None
+    # Run at the start of each cycle (settling interrupted submissions).
+    before_cycle: Callable[[], Awaitable[None]] | None = None
+    broadcast: Broadcaster | None = None
 
     async def run(self, interval_s: float) -> None:
         """Poll now, then every `interval_s` (+/- jitter), until cancelled."""
@@ -69,6 +71,11 @@ class Reconciler:
 
     async def once(self) -> list[Receipt]:
         """One cycle over the unfinished jobs; returns what was recorded."""
+        if self.before_cycle is not None:
+            try:
+                await self.before_cycle()
+            except ReplicateError as exc:
+                log.warning("reconciliation: submissions not settled: %s", exc)
         receipts: list[Receipt] = []
         failures: list[tuple[str, Exception]] = []
         for job_id, get_url in await self._unfinished():
@@ -99,49 +106,18 @@ class Reconciler:
     async def _poll(self, job_id: str, get_url: str | None) -> Receipt:
         body = await self.client.job_snapshot(job_id, get_url)
         receipt = await apply_snapshot(
-            self.writer, self.plan, job_id, body, label=SIGNATURE_LABEL
+            self.writer, self.settings.plan, job_id, body, label=SIGNATURE_LABEL
         )
         if receipt.tasks_created:
             self.workers.wake()
-        if self.live is not None:
-            self.live.job_changed(receipt)
+        if self.broadcast is not None:
+            self.broadcast.job_changed(receipt)
         log_transition(receipt, "reconciliation")
         return receipt
 
 
-async def apply_snapshot(
-    writer: Writer, plan: OutputPlan, job_id: str, body: bytes, *, label: str
-) -> Receipt:
-    """Record a training or prediction object from the API as a synthetic delivery
-    `<label>:<job>:<sha256>`, through the webhook's own state machine."""
-    event = parse_body(body)
-    if event.job_id != job_id:
-        raise ValueError(f"Replicate answered for another id {event.job_id!r}")
-    digest = hashlib.sha256(body).hexdigest()
-    delivery = Delivery(
-        webhook_id=f"{label}:{job_id}:{digest}",
-        received_at=time.time(),
-        body_bytes=len(body),
-        body_sha256=digest,
-        signature=label,
-        event=event,
-    )
-    return await writer.submit(lambda conn: record_delivery(conn, delivery, plan))
-
-
-def log_transition(receipt: Receipt, reason: str) -> None:
-    if receipt.status_changed:
-        log.info(
-            "job %s: %s -> %s (%s)",
-            receipt.job_id,
-            receipt.previous_status or "new",
-            receipt.status,
-            reason,
-        )
-
-
 async def reconcile_context(app: web.Application) -> AsyncIterator[None]:
-    settings = app[SETTINGS].replicate
+    settings = app[SETTINGS].current.replicate
     if settings.token is None:
         log.info("reconciliation off: REPLICATE_API_TOKEN not set")
         yield
@@ -150,9 +126,10 @@ async def reconcile_context(app: web.Application) -> AsyncIterator[None]:
         app[REPLICATE],
         app[WRITER],
         app[READER],
-        app[OUTPUT_PLAN],
+        app[SETTINGS],
         app[WORKERS],
-        app[LIVE],
+        before_cycle=app[SUBMITTER].recover,
+        broadcast=app[BROADCAST],
     )
     task = asyncio.create_task(reconciler.run(settings.reconcile_interval_s))
     try:

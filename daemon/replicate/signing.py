@@ -29,11 +29,12 @@ from cryptography.fernet import Fernet, InvalidToken
 
 from daemon import limits
 from daemon.config import SECRET_KEY_ENV, ConfigError, Settings
+from daemon.observe.logs import redact
 from daemon.receive.signature import decode_secret
 from daemon.record.writer import Writer
 from daemon.replicate.client import ReplicateClient
 from daemon.replicate.errors import ReplicateError
-from daemon.sensitive import Secret
+from daemon.sensitive import Secret, secret_values
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +80,7 @@ class SigningKeys:
             return
         cached = await self._cache.load() if self._cache else None
         if cached is not None:
+            redact(secret_values(cached))
             self._keys = (decode_secret(cached.reveal()),)  # checked by load()
             log.warning("signing secret: using the cached copy (%s)", _print(cached))
         else:
@@ -121,6 +123,7 @@ class SigningKeys:
         assert self._fetch is not None
         try:
             secret = await self._fetch()
+            redact(secret_values(secret))
             key = decode_secret(secret.reveal())
         except ReplicateError as exc:
             log.warning("signing secret: fetch from Replicate failed: %s", exc)
@@ -206,6 +209,7 @@ def load_fernet_key(settings: Settings) -> Secret:
         Fernet(text)
     except ValueError:
         raise ConfigError(f"{path}: not a Fernet key (value hidden)") from None
+    redact([text])
     return Secret(text)
 
 

@@ -18,9 +18,9 @@ import logging
 from aiohttp import web
 
 from daemon import limits
-from daemon.appkeys import LIVE
+from daemon.appkeys import BROADCAST
+from daemon.broadcast import Notice, StreamClosed, Subscription, TooManySubscribers
 from daemon.errors import ApiError
-from daemon.live import Notice, StreamClosed, Subscription, TooManySubscribers
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +35,7 @@ async def stream_events(request: web.Request) -> web.StreamResponse:
     job_id = request.query.get("job") or None
     if job_id is not None and len(job_id) > limits.MAX_JOB_ID_CHARS:
         raise ApiError(400, "invalid_parameter", "job is not a job id")
-    broadcaster = request.app[LIVE]
+    broadcaster = request.app[BROADCAST]
     try:
         subscription = broadcaster.subscribe(job_id)
     except TooManySubscribers:

@@ -8,6 +8,13 @@ Tests set jobs (`trainings`, `predictions`), the versions and the page size, rea
 what arrived (`requests`) and script the next answers of a route (`fail`): a
 status, a problem+json body and optionally a Retry-After header.
 
+Submitting: `POST /v1/files` keeps each upload's name, size and sha256 (`files`,
+read in chunks); `POST .../versions/{id}/trainings` creates a training in
+`starting` (`created` keeps each request body) and remembers its webhook. Then
+`advance()` moves a training on the way Replicate would and, unless
+`drop_webhooks` is set, POSTs the webhook signed with `webhook_key`, the secret
+this API hands out at GET /v1/webhooks/default/secret.
+
 The same server is also Replicate's public status page (Atlassian Statuspage v2,
 GET /api/v2/status.json, no token): `status_page` is the body it answers and
 `status_http` its HTTP status; `status_url` is its base.
@@ -16,16 +23,20 @@ GET /api/v2/status.json, no token): `status_page` is the body it answers and
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import secrets
+import tempfile
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
-from aiohttp import web
+from aiohttp import BodyPartReader, ClientSession, web
 
-from tests.helpers import payload_json
+from tests.helpers import payload_json, signed_headers
 
 TOKEN = "r8_fake" + "0123456789abcdefABCDEF0123456789ab"
 _REAL = "real/"
@@ -89,9 +100,19 @@ def status_page(indicator: str, description: str | None = None) -> dict[str, Any
     }
 
 
+@dataclass(frozen=True)
+class Upload:
+    name: str
+    content_type: str
+    size: int
+    sha256: str
+    path: Path  # where the fake kept the bytes
+
+
 @dataclass
 class FakeReplicate:
     token: str = TOKEN
+    store: Path = Path()  # a folder for uploaded files, set by serve_fake_replicate
     url: str = ""  # the API base, .../v1
     account: dict[str, Any] = field(
         default_factory=lambda: payload_json(_REAL + "docs_account_get.json")
@@ -105,6 +126,13 @@ class FakeReplicate:
     scripted: dict[str, list[Scripted]] = field(default_factory=dict)
     status_page: Any = field(default_factory=lambda: status_page("none"))
     status_http: int = 200
+    files: dict[str, Upload] = field(default_factory=dict)
+    created: list[dict[str, Any]] = field(default_factory=list)
+    webhooks: dict[str, tuple[str, list[str]]] = field(default_factory=dict)
+    destinations: set[str] | None = None  # None: every destination exists
+    drop_webhooks: bool = False
+    lose_create_answer: bool = False  # create the training, then answer 500
+    sent: list[tuple[str, int]] = field(default_factory=list)  # (event, status)
 
     @property
     def status_url(self) -> str:
@@ -156,6 +184,13 @@ class FakeReplicate:
             "/v1/webhooks/default/secret", self._secret, name="webhook_secret"
         )
         app.router.add_get("/api/v2/status.json", self._status, name="status")
+        app.router.add_post("/v1/files", self._upload, name="files_create")
+        app.router.add_post(
+            "/v1/models/{owner}/{name}/versions/{version}/trainings",
+            self._create_training,
+            name="trainings_create",
+        )
+        app.router.add_get("/v1/trainings", self._list_trainings, name="trainings_list")
         return app
 
     @web.middleware
@@ -224,6 +259,106 @@ class FakeReplicate:
             content_type="application/json",
         )
 
+    async def _upload(self, request: web.Request) -> web.Response:
+        reader = await request.multipart()
+        part = await reader.next()
+        if not isinstance(part, BodyPartReader) or part.name != "content":
+            return _problem_response(Scripted(400, {"detail": "fake: no content"}))
+        file_id = secrets.token_hex(16)
+        digest, size = hashlib.sha256(), 0
+        kept = self.store / file_id
+        with kept.open("wb") as handle:
+            while chunk := await part.read_chunk(1 << 16):
+                digest.update(chunk)
+                handle.write(chunk)
+                size += len(chunk)
+        name = part.filename or "upload"
+        kind = part.headers.get("Content-Type", "application/octet-stream")
+        self.files[file_id] = Upload(name, kind, size, digest.hexdigest(), kept)
+        body = payload_json(_REAL + "api_files_create_201.json")
+        body.update(
+            id=file_id,
+            name=name,
+            content_type=kind,
+            size=size,
+            checksums={"sha256": digest.hexdigest()},
+            urls={"get": f"{self.url}/files/{file_id}"},
+        )
+        return web.json_response(body, status=201)
+
+    async def _create_training(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        self.created.append(body)
+        model = f"{request.match_info['owner']}/{request.match_info['name']}"
+        version = request.match_info["version"]
+        known = [v["id"] for v in self.versions.get(model, [])]
+        if version not in known:
+            detail = {"title": "Invalid version or not permitted", "detail": "fake"}
+            return _problem_response(Scripted(422, detail))
+        if (
+            self.destinations is not None
+            and body["destination"] not in self.destinations
+        ):
+            detail = payload_json(_REAL + "api_error_404_invalid_destination.json")
+            return _problem_response(Scripted(404, detail))
+        job = payload_json(_REAL + "api_trainings_create_201.json")
+        job_id = "".join(
+            secrets.choice("abcdefghijklmnopqrstuvwxyz234567") for _ in range(26)
+        )
+        job.update(
+            id=job_id,
+            model=model,
+            version=version,
+            input=body["input"],
+            status="starting",
+            created_at=_now(),
+            urls={
+                "get": f"{self.url}/trainings/{job_id}",
+                "cancel": f"{self.url}/trainings/{job_id}/cancel",
+            },
+        )
+        self.trainings[job_id] = job
+        if body.get("webhook"):
+            self.webhooks[job_id] = (
+                body["webhook"],
+                body.get("webhook_events_filter") or [],
+            )
+        if self.lose_create_answer:
+            return _problem_response(Scripted(500, problem(500)))
+        return web.json_response(job, status=201)
+
+    async def _list_trainings(self, request: web.Request) -> web.Response:
+        newest = sorted(
+            self.trainings.values(), key=lambda t: t["created_at"], reverse=True
+        )
+        return web.json_response({"next": None, "previous": None, "results": newest})
+
+    async def advance(self, job_id: str, event: str, **fields: Any) -> int | None:
+        """Change the training as Replicate would for `event` (start, logs, output,
+        completed) and deliver the webhook; the daemon's answer status, or None
+        when no webhook went out."""
+        job = self.trainings[job_id]
+        job.update(fields)
+        if event == "start":
+            job.setdefault("started_at", _now())
+        if event == "completed":
+            job.setdefault("completed_at", _now())
+        target = self.webhooks.get(job_id)
+        if self.drop_webhooks or target is None or event not in target[1]:
+            return None
+        raw = json.dumps(job).encode()
+        headers = signed_headers(self.webhook_key, raw)
+        async with (
+            ClientSession() as session,
+            session.post(target[0], data=raw, headers=headers) as answer,
+        ):
+            self.sent.append((event, answer.status))
+            return answer.status
+
+
+def _now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
 
 def _problem_response(answer: Scripted) -> web.Response:
     headers = {"Retry-After": answer.retry_after} if answer.retry_after else None
@@ -237,7 +372,8 @@ def _problem_response(answer: Scripted) -> web.Response:
 
 @asynccontextmanager
 async def serve_fake_replicate() -> AsyncIterator[FakeReplicate]:
-    fake = FakeReplicate()
+    folder = tempfile.TemporaryDirectory(prefix="fake-replicate-")
+    fake = FakeReplicate(store=Path(folder.name))
     runner = web.AppRunner(fake.build(), access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
@@ -248,3 +384,4 @@ async def serve_fake_replicate() -> AsyncIterator[FakeReplicate]:
         yield fake
     finally:
         await runner.cleanup()
+        folder.cleanup()

@@ -1,0 +1,1 @@
+"""Operating the daemon: metrics, request ids and log output."""
