@@ -67,10 +67,16 @@ async def test_bad_cidr_is_refused_with_its_message_next_to_the_field(
     await open_settings(page, daemon.url)
     field = page.locator("#field-webhook-allowed-ips")
     await field.fill("34.82.0.0/16\n10.0.0.300/8")
-    await page.locator("#save-settings").click()
+    async with page.expect_response(
+        lambda r: r.url.endswith("/providers/replicate") and r.request.method == "PUT"
+    ) as answer:
+        await page.locator("#save-settings").click()
+    refusal = await (await answer.value).json()
+    assert (await answer.value).status == 422
+    assert refusal["error"]["field"] == "webhook_allowed_ips"
     error = page.locator("#field-webhook-allowed-ips-error")
     await error.get_by_text("10.0.0.300/8").wait_for()
-    assert "not a network" in await error.text_content()
+    assert await error.text_content() == refusal["error"]["message"]
     assert await field.get_attribute("aria-invalid") == "true"
     assert (
         await page.evaluate("document.activeElement.id") == "field-webhook-allowed-ips"
@@ -80,3 +86,17 @@ async def test_bad_cidr_is_refused_with_its_message_next_to_the_field(
     await page.reload()  # nothing of the refused change was kept
     await open_settings(page, daemon.url)
     assert await field.input_value() == ""
+
+
+async def test_bad_cost_limit_is_refused_next_to_its_nested_field(dashboard, browser):
+    daemon = dashboard()
+    page = browser.page
+    await open_settings(page, daemon.url)
+    amount = page.locator("#field-cost-limit-amount")
+    await amount.fill("-5")
+    await page.locator("#save-settings").click()
+    error = page.locator("#field-cost-limit-amount-error")
+    await error.wait_for()
+    assert "cost_limit.amount" in await error.text_content()
+    assert await amount.get_attribute("aria-invalid") == "true"
+    assert await page.locator("#field-webhook-allowed-ips-error").is_hidden()

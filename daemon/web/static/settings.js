@@ -43,7 +43,10 @@ async function validate(button, output) {
 
 function spendLine(report) {
   const period = report.period;
-  const dates = `${period.start.slice(0, 10)} to ${period.end.slice(0, 10)}, ${period.time_zone}`;
+  const days = report.by_day || [];
+  const first = days.length ? days[0].date : period.start.slice(0, 10);
+  const last = days.length ? days[days.length - 1].date : period.end.slice(0, 10);
+  const dates = `${first} to ${last}, ${period.time_zone}`; // the end is exclusive
   const limit = report.limit
     ? ` of ${formatMoney(report.limit.amount)} (${report.limit.action}); ${formatMoney(report.remaining)} left`
     : " (no limit)";
