@@ -50,6 +50,7 @@ async def open_stream(client: Any, query: str = "") -> Any:
     response = await client.get(f"/api/events{query}")
     assert response.status == 200, await response.text()
     assert response.headers["Content-Type"].startswith("text/event-stream")
+    assert response.headers["X-Request-Id"]
     assert await next_event(response.content) == ("ready", {})
     return response
 

@@ -21,6 +21,7 @@ from daemon import limits
 from daemon.appkeys import BROADCAST
 from daemon.broadcast import Notice, StreamClosed, Subscription, TooManySubscribers
 from daemon.errors import ApiError
+from daemon.observe import request_id
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +49,7 @@ async def stream_events(request: web.Request) -> web.StreamResponse:
     except StreamClosed:
         raise ApiError(503, "shutting_down", "the daemon is stopping") from None
     try:
-        response = web.StreamResponse(headers=_HEADERS)
+        response = web.StreamResponse(headers=_stream_headers())
         await response.prepare(request)
         await response.write(
             f"retry: {limits.LIVE_RETRY_MS}\n\n".encode() + encode(Notice("ready"))
@@ -63,6 +64,16 @@ async def stream_events(request: web.Request) -> web.StreamResponse:
                 subscription.dropped,
             )
     return response
+
+
+def _stream_headers() -> dict[str, str]:
+    """The stream's headers go out before the request-id middleware could add
+    its own, so it is added here."""
+    headers = dict(_HEADERS)
+    current_id = request_id.current.get()
+    if current_id is not None:
+        headers[request_id.HEADER] = current_id
+    return headers
 
 
 async def _forward(
