@@ -14,9 +14,9 @@ import hmac
 from aiohttp import web
 
 from daemon.appkeys import SETTINGS
-from daemon.config import WEBHOOK_PATH
 from daemon.errors import ApiError, Handler
 from daemon.receive.client_ip import ClientAddressError, IPAddress, resolve_client
+from daemon.webhook_url import WEBHOOK_PATH as WEBHOOK_PATH  # re-exported
 
 METRICS_PATH = "/metrics"
 CLIENT_ADDRESS: web.RequestKey[IPAddress] = web.RequestKey("client_address")

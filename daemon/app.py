@@ -31,7 +31,7 @@ from daemon.appkeys import (
     WRITER,
 )
 from daemon.broadcast import Broadcaster
-from daemon.config import WEBHOOK_PATH, Settings
+from daemon.config import Settings
 from daemon.deliver import pipeline, queue
 from daemon.errors import error_middleware
 from daemon.live import LiveSettings
@@ -49,6 +49,7 @@ from daemon.replicate.reconcile import reconcile_context
 from daemon.replicate.signing import open_signing_keys
 from daemon.stats import DeliveryStats
 from daemon.web import pages, stream
+from daemon.webhook_url import WEBHOOK_PATH
 
 log = logging.getLogger(__name__)
 

@@ -16,6 +16,7 @@ secret            a fingerprint of Replicate's signing secret (--check: which
                   REPLICATE_WEBHOOK_SECRET entry matches); never the secret
 billing           recorded spend in the current cost period against the limit
 submit            start a training through the running daemon (daemon.cli_submit)
+url [BASE]        the webhook URL for the public base URL (daemon.cli_url)
 
 The last six, which talk to Replicate or report on its costs, live in
 daemon.cli_replicate.
@@ -66,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _parser() -> argparse.ArgumentParser:
     # Imported here: cli_replicate builds on this module's helpers.
-    from daemon import cli_replicate, cli_submit
+    from daemon import cli_replicate, cli_submit, cli_url
 
     parser = argparse.ArgumentParser(
         prog="replicate-webhookd",
@@ -151,6 +152,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     bill.add_argument("--json", action="store_true", help="print JSON")
     cli_submit.add_parser(commands, _command)
+
+    url = _command(
+        commands, "url", cli_url.url_command, "print the webhook URL to give Replicate"
+    )
+    url.add_argument(
+        "base", nargs="?", metavar="BASE", help="public base URL (server.public_url)"
+    )
 
     sign = commands.add_parser("sign", help="print signature headers for a body")
     sign.set_defaults(run=_sign)

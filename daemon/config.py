@@ -5,9 +5,9 @@ whose message is one line naming the key and the offending value (never the valu
 of a secret); the command line turns it into exit code 2.
 
 TOML keys:
-    [server]   host, port, data_dir, outputs_dir, public_url (the https origin
-               Replicate reaches the daemon at: webhooks of submitted jobs go to
-               <public_url>/api/webhooks/replicate)
+    [server]   host, port, data_dir, outputs_dir, public_url (the https:// base
+               URL the daemon is reached at from the internet: submitted trainings
+               send their webhooks to <public_url>/api/webhooks/replicate)
     [webhook]  allowed_ips, trusted_proxies, client_ip_header,
                timestamp_tolerance_s, max_body_bytes, body_timeout_s
     [delivery] allowed_hosts, ca_file, max_attempts, lease_s, max_file_bytes,
@@ -53,6 +53,7 @@ from daemon import limits
 from daemon.receive.client_ip import IPNetwork, parse_network
 from daemon.receive.signature import decode_secret
 from daemon.sensitive import Secret
+from daemon.webhook_url import WEBHOOK_PATH, normalise_base, shown
 
 ENV_PREFIX = "REPLICATE_WEBHOOKD_"
 CONFIG_ENV = ENV_PREFIX + "CONFIG"
@@ -63,13 +64,9 @@ API_TOKEN_ENV = "REPLICATE_API_TOKEN"
 API_BASE_ENV = "REPLICATE_API_BASE"
 STATUS_URL_ENV = "REPLICATE_STATUS_URL"
 SYNCHRONOUS_MODES = ("normal", "full")
-WEBHOOK_PATH = "/api/webhooks/replicate"
 LOG_FORMATS = ("text", "json")
 _HEADER_NAME = re.compile(r"^[A-Za-z0-9-]{1,64}$")
 _HOST = re.compile(r"^[A-Za-z0-9.-]{1,253}(:\d{1,5})?$")
-_ORIGIN = re.compile(
-    r"^https?://[A-Za-z0-9.\[\]:-]+(/[A-Za-z0-9._~!$&'()*+,;=:@%/-]*)?$"
-)
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 _KEY_PREFIX = re.compile(r"^([A-Za-z0-9!_.*'()-][A-Za-z0-9!_.*'()/-]*)?$")
 _REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -647,12 +644,10 @@ def _webhook_keys(raw: str, required: bool) -> tuple[Secret, ...]:
 def _public_url(value: Any) -> str | None:
     if value in ("", None):
         return None
-    if not isinstance(value, str) or not _ORIGIN.match(value.strip()):
-        raise ConfigError(
-            "server.public_url: not an http(s) origin with an optional path, "
-            f"no query or fragment: {value!r}"
-        )
-    return value.strip().rstrip("/")
+    try:
+        return normalise_base(str(value))
+    except ValueError as exc:
+        raise ConfigError(f"server.public_url: {shown(str(value))} {exc}") from None
 
 
 def _fernet_key(raw: str) -> Secret | None:

@@ -11,6 +11,9 @@ connections are closed, connections with a request in flight are only told not t
 keep alive, and their bodies are still read until the handlers are done. Event
 streams (GET /api/events) never finish by themselves: they are ended then, so
 they do not hold the grace up.
+
+Under systemd (`Type=notify`) the run is reported through daemon.notify: READY once
+listening, watchdog pings while the database writer answers, STOPPING on a signal.
 """
 
 from __future__ import annotations
@@ -21,15 +24,18 @@ import signal
 import time
 from collections import Counter
 from collections.abc import Callable
+from functools import partial
 
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 
 from daemon import limits
 from daemon.app import create_app
-from daemon.appkeys import BROADCAST, STATS
-from daemon.config import WEBHOOK_PATH, Settings
+from daemon.appkeys import BROADCAST, STATS, WRITER
+from daemon.config import Settings
 from daemon.errors import Handler
+from daemon.notify import Notifier
+from daemon.webhook_url import WEBHOOK_PATH
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +44,44 @@ async def serve(settings: Settings) -> None:
     app = create_app(settings)
     in_flight = _InFlight()
     app.middlewares.insert(0, in_flight.middleware)
+    runner = await _start(app, settings)
+    started = time.monotonic()
+    listening = []
+    for address in runner.addresses:
+        host, port = address[0], address[1]
+        shown = f"[{host}]" if ":" in host else host
+        listening.append(f"http://{shown}:{port}")
+        log.info("listening on http://%s:%d%s", shown, port, WEBHOOK_PATH)
+
+    notifier = Notifier.from_env()
+    notifier.ready(f"listening on {', '.join(listening)}")
+    watchdog = asyncio.create_task(
+        notifier.watchdog(partial(_writer_problem, app), app[STATS].summary)
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    await stop.wait()
+
+    notifier.stopping("stopping: finishing requests in flight")
+    watchdog.cancel()
+    log.info(
+        "stopping: no new connections, %.0f s grace for requests in flight",
+        limits.SHUTDOWN_GRACE_S,
+    )
+    await _finish_in_flight(
+        runner, in_flight, limits.SHUTDOWN_GRACE_S, end_streams=app[BROADCAST].close
+    )
+    await runner.cleanup()
+    summary = app[STATS].summary()
+    notifier.status(f"stopped: {summary}")
+    notifier.close()
+    log.info("stopped after %.0f s: %s", time.monotonic() - started, summary)
+
+
+async def _start(app: web.Application, settings: Settings) -> web.AppRunner:
+    """Run the app's start-up and listen; undo what started if either fails."""
     runner = web.AppRunner(app, handle_signals=False, access_log=None)
     try:
         await runner.setup()
@@ -52,29 +96,19 @@ async def serve(settings: Settings) -> None:
     except OSError:
         await runner.cleanup()
         raise
-    started = time.monotonic()
-    for address in runner.addresses:
-        host, port = address[0], address[1]
-        shown = f"[{host}]" if ":" in host else host
-        log.info("listening on http://%s:%d%s", shown, port, WEBHOOK_PATH)
+    return runner
 
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
-    await stop.wait()
 
-    log.info(
-        "stopping: no new connections, %.0f s grace for requests in flight",
-        limits.SHUTDOWN_GRACE_S,
-    )
-    await _finish_in_flight(
-        runner, in_flight, limits.SHUTDOWN_GRACE_S, end_streams=app[BROADCAST].close
-    )
-    await runner.cleanup()
-    log.info(
-        "stopped after %.0f s: %s", time.monotonic() - started, app[STATS].summary()
-    )
+async def _writer_problem(app: web.Application, timeout_s: float) -> str | None:
+    """None when the database writer runs a statement within `timeout_s`."""
+    try:
+        async with asyncio.timeout(timeout_s):
+            await app[WRITER].submit(lambda conn: conn.execute("SELECT 1").fetchone())
+    except TimeoutError:
+        return f"the database writer did not answer within {timeout_s:.1f} s"
+    except Exception as exc:  # any failure: the daemon cannot record deliveries
+        return f"the database writer failed: {type(exc).__name__}"
+    return None
 
 
 class _InFlight:

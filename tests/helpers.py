@@ -118,6 +118,9 @@ class DaemonProcess:
     secret: str
     extra_env: dict[str, str] = field(default_factory=dict)
     extra_args: list[str] = field(default_factory=list)
+    # What follows the interpreter: `-c CODE` can set up the process before it
+    # calls daemon.cli.main(sys.argv[1:]).
+    launcher: list[str] = field(default_factory=lambda: ["-m", "daemon"])
     process: subprocess.Popen[bytes] | None = None
     port: int = 0
     log_path: Path | None = None
@@ -134,8 +137,7 @@ class DaemonProcess:
             self.process = subprocess.Popen(
                 [
                     sys.executable,
-                    "-m",
-                    "daemon",
+                    *self.launcher,
                     "serve",
                     "--port",
                     "0",

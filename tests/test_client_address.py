@@ -144,6 +144,19 @@ async def test_webhook_client_is_rightmost_untrusted_forwarded_for_entry(
         assert await job_total(client) == 0
 
 
+async def test_delivery_history_records_the_forwarded_client_not_the_proxy(
+    daemon_client, secret
+):
+    client = await daemon_client(webhook__trusted_proxies=PROXY)
+    body = job_body()
+    headers = CIMultiDict(signed_headers(secret, body))
+    headers.add("X-Forwarded-For", f"{OTHER}, {CLIENT}")
+    await accepted(await client.post(WEBHOOK_PATH, data=body, headers=headers))
+    job = await client.get(f"/api/jobs/{json.loads(body)['id']}")
+    history = (await job.json())["history"]
+    assert [item["client_address"] for item in history] == [CLIENT]
+
+
 async def test_webhook_without_forwarding_header_judges_the_proxy_itself(
     daemon_client, secret
 ):

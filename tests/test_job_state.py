@@ -32,6 +32,7 @@ HISTORY_KEYS = {
     "body_bytes",
     "signature",
     "outcome",
+    "client_address",
 }
 
 
@@ -450,6 +451,7 @@ async def test_history_rows_carry_every_delivery_fact(daemon_client, secret):
         "ignored",
     ]
     assert {item["signature"] for item in history} == {"v1 key 1"}
+    assert {item["client_address"] for item in history} == {"127.0.0.1"}
     for item in history:
         received = datetime.fromisoformat(item["received_at"]).timestamp()
         assert before - 1 <= received <= after + 1

@@ -60,8 +60,9 @@ async def get_job(conn: aiosqlite.Connection, job_id: str) -> dict[str, Any] | N
         return None
     job = job_json(row)
     async with conn.execute(
-        "SELECT webhook_id, kind, status, received_at, body_bytes, signature, outcome"
-        " FROM webhook_deliveries WHERE job_id = ? ORDER BY received_at, rowid",
+        "SELECT webhook_id, kind, status, received_at, body_bytes, signature, outcome,"
+        " client_address FROM webhook_deliveries WHERE job_id = ?"
+        " ORDER BY received_at, rowid",
         (job_id,),
     ) as cursor:
         history = [

@@ -121,7 +121,7 @@ async def _receive(request: web.Request) -> Receipt:
         event = parse_body(body)
     except BodyError as exc:
         raise ApiError(exc.status, exc.code, exc.message) from None
-    delivery = _delivery(msg_id, body, verification, event)
+    delivery = _delivery(msg_id, body, verification, event, str(client))
     return await _commit(request, delivery)
 
 
@@ -159,7 +159,7 @@ def _signature_headers(request: web.Request) -> tuple[str, str, str]:
 
 
 def _delivery(
-    msg_id: str, body: bytes, verification: Verification, event: Event
+    msg_id: str, body: bytes, verification: Verification, event: Event, client: str
 ) -> Delivery:
     return Delivery(
         webhook_id=msg_id,
@@ -168,6 +168,7 @@ def _delivery(
         body_sha256=hashlib.sha256(body).hexdigest(),
         signature=f"v1 key {verification.key_index}",
         event=event,
+        client_address=client,
     )
 
 

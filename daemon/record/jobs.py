@@ -33,6 +33,7 @@ class Delivery:
     body_sha256: str
     signature: str  # which check passed, e.g. "v1 key 1"
     event: Event
+    client_address: str | None = None  # None: fetched from Replicate, not received
 
 
 @dataclass(frozen=True)
@@ -86,8 +87,8 @@ def record_delivery(
 
     conn.execute(
         "INSERT INTO webhook_deliveries (webhook_id, job_id, kind, status, received_at,"
-        " body_bytes, body_sha256, signature, outcome)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        " body_bytes, body_sha256, signature, outcome, client_address)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (
             delivery.webhook_id,
             event.job_id,
@@ -98,6 +99,7 @@ def record_delivery(
             delivery.body_sha256,
             delivery.signature,
             receipt.outcome,
+            delivery.client_address,
         ),
     )
     if outputs is not None and receipt.succeeded_now:
