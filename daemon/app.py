@@ -19,6 +19,7 @@ from daemon import limits
 from daemon.access import METRICS_PATH, admin_middleware
 from daemon.appkeys import (
     BODY_SLOTS,
+    BROADCAST,
     HTTP,
     METRICS,
     READER,
@@ -29,6 +30,7 @@ from daemon.appkeys import (
     WORKERS,
     WRITER,
 )
+from daemon.broadcast import Broadcaster
 from daemon.deliver import pipeline, queue
 from daemon.errors import error_middleware
 from daemon.live import LiveSettings
@@ -46,6 +48,7 @@ from daemon.replicate.reconcile import reconcile_context
 from daemon.replicate.signing import open_signing_keys
 from daemon.settings import Settings
 from daemon.stats import DeliveryStats
+from daemon.web import pages, stream
 from daemon.webhook_url import WEBHOOK_PATH
 
 log = logging.getLogger(__name__)
@@ -69,6 +72,8 @@ def create_app(settings: Settings) -> web.Application:
     app[BODY_SLOTS] = asyncio.Semaphore(limits.MAX_BODIES_IN_FLIGHT)
     # Every publisher has a worker, configured or not (targets change at run time).
     app[METRICS] = Metrics(app[STATS], (queue.LOCAL, *pipeline.PUBLISHERS))
+    app[BROADCAST] = Broadcaster()
+    app.on_shutdown.append(_end_streams)  # before aiohttp waits for handlers
     app.cleanup_ctx.append(_database)
     app.cleanup_ctx.append(_http_client)
     app.cleanup_ctx.append(replicate_api.client_context)
@@ -89,10 +94,16 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_post("/api/cloud/replicate/submit", replicate_api.submit)
     app.router.add_get("/api/cloud/providers/replicate", provider.get_provider)
     app.router.add_put("/api/cloud/providers/replicate", provider.put_provider)
+    app.router.add_get("/api/events", stream.stream_events)
+    pages.add_routes(app)
     app.router.add_get("/healthz", api.healthz)
     app.router.add_get("/readyz", api.readyz)
     app.router.add_get(METRICS_PATH, endpoint.metrics)
     return app
+
+
+async def _end_streams(app: web.Application) -> None:
+    app[BROADCAST].close()
 
 
 async def _database(app: web.Application) -> AsyncIterator[None]:
@@ -154,8 +165,23 @@ async def _signing_keys(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _delivery_workers(app: web.Application) -> AsyncIterator[None]:
+    broadcast = app[BROADCAST]
+
+    def notify(task: queue.Task, state: str) -> None:
+        broadcast.publish(
+            "delivery",
+            task.job_id,
+            task_id=task.id,
+            destination=task.destination,
+            state=state,
+        )
+
     workers = pipeline.build_workers(
-        app[SETTINGS], app[WRITER], app[HTTP], on_end=app[METRICS].delivery_ended
+        app[SETTINGS],
+        app[WRITER],
+        app[HTTP],
+        on_end=app[METRICS].delivery_ended,
+        notify=notify,
     )
     app[WORKERS] = workers
     workers.start()

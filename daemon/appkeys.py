@@ -8,6 +8,7 @@ import aiohttp
 import aiosqlite
 from aiohttp import web
 
+from daemon.broadcast import Broadcaster
 from daemon.deliver.worker import DeliveryWorkers
 from daemon.live import LiveSettings
 from daemon.observe.metrics import Metrics
@@ -28,3 +29,4 @@ HTTP = web.AppKey("http", aiohttp.ClientSession)
 WORKERS = web.AppKey("workers", DeliveryWorkers)
 REPLICATE = web.AppKey("replicate", ReplicateClient)
 SUBMITTER = web.AppKey("submitter", Submitter)
+BROADCAST = web.AppKey("broadcast", Broadcaster)

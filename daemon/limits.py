@@ -144,3 +144,14 @@ SUBMIT_ORPHAN_AFTER_S = 120.0
 SUBMIT_ORPHAN_GIVE_UP_S = 3600.0
 # The newest trainings are matched this far before a submission began (clock skew).
 SUBMIT_MATCH_SKEW_S = 300.0
+
+# Live updates (GET /api/events). A browser that cannot keep up loses its queue
+# and is told to read everything again, so a queue never grows past this.
+LIVE_QUEUE_NOTICES = 256
+# Open event streams at once: a dashboard holds one or two per tab.
+LIVE_MAX_STREAMS = 64
+# A comment line this often keeps proxies from closing an idle stream (nginx's
+# proxy_read_timeout defaults to 60 s) and tells the daemon a browser has left.
+LIVE_KEEPALIVE_S = 15.0
+# How long a browser waits before reconnecting a dropped stream.
+LIVE_RETRY_MS = 2000

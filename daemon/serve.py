@@ -8,7 +8,9 @@ aiohttp's own shutdown closes every connection before it waits, and a closed
 connection drops the rest of a request body still arriving, so a slow upload in
 flight would never finish. The grace is therefore given here first: idle
 connections are closed, connections with a request in flight are only told not to
-keep alive, and their bodies are still read until the handlers are done.
+keep alive, and their bodies are still read until the handlers are done. Event
+streams (GET /api/events) never finish by themselves: they are ended then, so
+they do not hold the grace up.
 
 Under systemd (`Type=notify`) the run is reported through daemon.notify: READY once
 listening, watchdog pings while the database writer answers, STOPPING on a signal.
@@ -21,6 +23,7 @@ import logging
 import signal
 import time
 from collections import Counter
+from collections.abc import Callable
 from functools import partial
 
 from aiohttp import web
@@ -28,7 +31,7 @@ from aiohttp.web_protocol import RequestHandler
 
 from daemon import limits
 from daemon.app import create_app
-from daemon.appkeys import STATS, WRITER
+from daemon.appkeys import BROADCAST, STATS, WRITER
 from daemon.errors import Handler
 from daemon.notify import Notifier
 from daemon.settings import Settings
@@ -67,7 +70,9 @@ async def serve(settings: Settings) -> None:
         "stopping: no new connections, %.0f s grace for requests in flight",
         limits.SHUTDOWN_GRACE_S,
     )
-    await _finish_in_flight(runner, in_flight, limits.SHUTDOWN_GRACE_S)
+    await _finish_in_flight(
+        runner, in_flight, limits.SHUTDOWN_GRACE_S, end_streams=app[BROADCAST].close
+    )
     await runner.cleanup()
     summary = app[STATS].summary()
     notifier.status(f"stopped: {summary}")
@@ -132,7 +137,11 @@ class _InFlight:
 
 
 async def _finish_in_flight(
-    runner: web.AppRunner, in_flight: _InFlight, grace_s: float
+    runner: web.AppRunner,
+    in_flight: _InFlight,
+    grace_s: float,
+    *,
+    end_streams: Callable[[], None],
 ) -> None:
     """Stop listening, close idle connections, let requests in flight finish."""
     for site in runner.sites:
@@ -143,6 +152,7 @@ async def _finish_in_flight(
             connection.keep_alive(False)  # answer, then close
         else:
             connection.close()
+    end_streams()  # after the marking: an ended stream's connection then closes
     try:
         async with asyncio.timeout(grace_s):
             await in_flight.idle.wait()

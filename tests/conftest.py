@@ -80,6 +80,9 @@ def daemon_process(
             proc.process.wait(timeout=10)
 
 
+# The dashboard's browser and daemon (tests/browser.py), registered here.
+from tests.browser import browser, dashboard  # noqa: E402, F401
+
 # S3 on loopback (moto); defined beside the other fakes, registered here.
 from tests.fakes.s3 import moto_s3, moto_s3_process, s3_environment  # noqa: E402, F401
 

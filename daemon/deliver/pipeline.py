@@ -24,7 +24,13 @@ from daemon.deliver import queue
 from daemon.deliver.errors import Permanent
 from daemon.deliver.local import LocalCopier, complete_files
 from daemon.deliver.publish import LocalFile, Publisher, PublishRequest
-from daemon.deliver.worker import DeliveryWorkers, Destination, Handler, TaskContext
+from daemon.deliver.worker import (
+    DeliveryWorkers,
+    Destination,
+    Handler,
+    Notify,
+    TaskContext,
+)
 from daemon.live import LiveSettings
 from daemon.record.writer import Writer
 from daemon.settings import Settings
@@ -79,6 +85,7 @@ def build_workers(
     writer: Writer,
     session: aiohttp.ClientSession,
     on_end: Callable[[str, str], None] | None = None,
+    notify: Notify | None = None,
 ) -> DeliveryWorkers:
     settings = live.current
     copier = LocalCopier(settings, writer, session)
@@ -106,6 +113,7 @@ def build_workers(
         backoff_base_s=settings.delivery.backoff_base_s,
         after_success=after_success,
         on_end=on_end,
+        notify=notify,
     )
 
 

@@ -27,6 +27,9 @@ from daemon.record.writer import StorageUnavailable, Writer
 log = logging.getLogger(__name__)
 
 Handler = Callable[["TaskContext"], Awaitable[dict[str, Any]]]
+# Told of each committed change of a task: its new state ("running" again for
+# recorded progress). It must not wait: it runs on the worker's path.
+Notify = Callable[[queue.Task, str], None]
 
 
 @dataclass
@@ -58,6 +61,7 @@ class DeliveryWorkers:
         backoff_base_s: float,
         after_success: Callable[[queue.Task], Awaitable[None]] | None = None,
         on_end: Callable[[str, str], None] | None = None,
+        notify: Notify | None = None,
     ) -> None:
         self._writer = writer
         self._destinations = destinations
@@ -66,6 +70,7 @@ class DeliveryWorkers:
         self._after_success = after_success
         # Told (destination, succeeded|failed|retried) when an attempt is recorded.
         self._on_end = on_end
+        self._notify = notify or _ignore
         self._owner = f"worker-{uuid.uuid4().hex[:12]}"
         self._wake = asyncio.Event()
         self._loops: list[asyncio.Task[None]] = []
@@ -130,6 +135,7 @@ class DeliveryWorkers:
             task.attempts,
             task.max_attempts,
         )
+        self._notify(task, "running")
         keeper = asyncio.create_task(self._keep_lease(context, asyncio.current_task()))
         try:
             result = await destination.handler(context)
@@ -175,6 +181,7 @@ class DeliveryWorkers:
             log.warning("delivery %d: lease was lost; result not recorded", task.id)
             return
         self._ended(task, "succeeded")
+        self._notify(task, "succeeded")
         log.info(
             "delivery %d (%s, job %s): succeeded in %.1f s",
             task.id,
@@ -196,6 +203,7 @@ class DeliveryWorkers:
             )
         )
         self._ended(task, "retried" if state == "queued" else "failed")
+        self._notify(task, state)
         retry = f", next attempt in {due - now:.0f} s" if due is not None else ""
         log.log(
             logging.WARNING if state == "queued" else logging.ERROR,
@@ -240,7 +248,9 @@ class DeliveryWorkers:
                         progress=progress,
                     )
                 )
-            if not ours and runner is not None:
+            if ours:
+                self._notify(task, "running")
+            elif runner is not None:
                 log.warning(
                     "delivery %d (%s, job %s): lease lost; stopping this attempt",
                     task.id,
@@ -261,3 +271,7 @@ class DeliveryWorkers:
                     context.done,
                     total,
                 )
+
+
+def _ignore(task: queue.Task, state: str) -> None:
+    pass

@@ -7,7 +7,7 @@ import time
 from aiohttp import web
 
 from daemon import limits
-from daemon.appkeys import READER, WORKERS, WRITER
+from daemon.appkeys import BROADCAST, READER, WORKERS, WRITER
 from daemon.deliver import queue
 from daemon.errors import ApiError
 from daemon.read.api import int_param
@@ -42,4 +42,12 @@ async def retry(request: web.Request) -> web.Response:
         raise ApiError(409, "delivery_not_failed", str(exc)) from None
     request.app[WORKERS].wake()
     tasks = await fetch_tasks(request.app[READER], task_id=task_id)
-    return web.json_response(tasks[0])
+    task = tasks[0]
+    request.app[BROADCAST].publish(
+        "delivery",
+        task["job_id"],
+        task_id=task_id,
+        destination=task["destination"],
+        state=task["state"],
+    )
+    return web.json_response(task)

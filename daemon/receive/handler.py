@@ -21,6 +21,7 @@ from daemon import limits
 from daemon.access import CLIENT_ADDRESS, client_of
 from daemon.appkeys import (
     BODY_SLOTS,
+    BROADCAST,
     SETTINGS,
     SIGNING_KEYS,
     STATS,
@@ -189,6 +190,7 @@ async def _commit(request: web.Request, delivery: Delivery) -> Receipt:
         raise _unavailable() from None
     if receipt.tasks_created:
         request.app[WORKERS].wake()
+    request.app[BROADCAST].job_changed(receipt)  # committed: dashboards may read it
     return receipt
 
 

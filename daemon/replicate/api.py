@@ -15,7 +15,7 @@ from typing import Any
 from aiohttp import web
 
 from daemon import cost, limits
-from daemon.appkeys import READER, REPLICATE, SETTINGS, SUBMITTER, WRITER
+from daemon.appkeys import BROADCAST, READER, REPLICATE, SETTINGS, SUBMITTER, WRITER
 from daemon.errors import ApiError
 from daemon.replicate.client import ReplicateClient
 from daemon.replicate.errors import InvalidToken, ReplicateError, TokenMissing
@@ -89,6 +89,9 @@ async def submit(request: web.Request) -> web.Response:
     except SubmitRefused as exc:
         extra = {"field": exc.field} if exc.field else None
         raise ApiError(exc.status, exc.code, exc.message, extra=extra) from None
+    job_id = answer.get("job_id")
+    if status == 201 and isinstance(job_id, str):  # a new job: dashboards show it
+        request.app[BROADCAST].publish("job", job_id, outcome="submitted")
     return web.json_response(answer, status=status)
 
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import aiosqlite
 from aiohttp import web
 
-from daemon.appkeys import READER, REPLICATE, SETTINGS, WORKERS, WRITER
+from daemon.appkeys import BROADCAST, READER, REPLICATE, SETTINGS, WORKERS, WRITER
 from daemon.errors import ApiError
 from daemon.read import queries
 from daemon.record.events import BodyError, is_terminal
@@ -99,4 +99,5 @@ async def cancel(request: web.Request) -> web.Response:
 
     if receipt.tasks_created:
         app[WORKERS].wake()  # Replicate had finished it: outputs go out as usual
+    app[BROADCAST].job_changed(receipt)
     return web.json_response(await queries.get_job(app[READER], job_id))

@@ -24,7 +24,16 @@ import aiosqlite
 from aiohttp import web
 
 from daemon import limits
-from daemon.appkeys import READER, REPLICATE, SETTINGS, SUBMITTER, WORKERS, WRITER
+from daemon.appkeys import (
+    BROADCAST,
+    READER,
+    REPLICATE,
+    SETTINGS,
+    SUBMITTER,
+    WORKERS,
+    WRITER,
+)
+from daemon.broadcast import Broadcaster
 from daemon.deliver.worker import DeliveryWorkers
 from daemon.live import LiveSettings
 from daemon.record.events import ACTIVE_STATUSES, BodyError
@@ -48,6 +57,7 @@ class Reconciler:
     workers: DeliveryWorkers
     # Run at the start of each cycle (settling interrupted submissions).
     before_cycle: Callable[[], Awaitable[None]] | None = None
+    broadcast: Broadcaster | None = None
 
     async def run(self, interval_s: float) -> None:
         """Poll now, then every `interval_s` (+/- jitter), until cancelled."""
@@ -100,6 +110,8 @@ class Reconciler:
         )
         if receipt.tasks_created:
             self.workers.wake()
+        if self.broadcast is not None:
+            self.broadcast.job_changed(receipt)
         log_transition(receipt, "reconciliation")
         return receipt
 
@@ -117,6 +129,7 @@ async def reconcile_context(app: web.Application) -> AsyncIterator[None]:
         app[SETTINGS],
         app[WORKERS],
         before_cycle=app[SUBMITTER].recover,
+        broadcast=app[BROADCAST],
     )
     task = asyncio.create_task(reconciler.run(settings.reconcile_interval_s))
     try:

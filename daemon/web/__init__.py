@@ -1,0 +1,1 @@
+"""The dashboard: static pages served at /, and the live event stream."""
