@@ -56,6 +56,8 @@ def submit_command(args: argparse.Namespace) -> int:
     # A daemon listening on every interface is reached here over loopback.
     wildcard = settings.host in ("0.0.0.0", "::", "")  # noqa: S104 - compared only
     host = "127.0.0.1" if wildcard else settings.host
+    if ":" in host:  # an IPv6 address
+        host = f"[{host}]"
     base = args.url or f"http://{host}:{settings.port}"
     status, answer = _post(base, "/api/cloud/replicate/submit", body)
     if status >= 300:

@@ -291,6 +291,11 @@ def _webhook_keys(raw: str, required: bool) -> tuple[Secret, ...]:
 def _public_url(value: Any) -> str | None:
     if value in ("", None):
         return None
+    if not isinstance(value, str) or len(value) > limits.MAX_URL_CHARS:
+        raise ConfigError(
+            f"server.public_url: must be a URL of at most {limits.MAX_URL_CHARS} "
+            "characters (value hidden)"
+        )
     try:
         return normalise_base(str(value))
     except ValueError as exc:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from daemon import limits
 from daemon.receive.client_ip import IPNetwork, parse_network
 from daemon.settings import ConfigError
 
@@ -58,6 +59,8 @@ def networks(key: str, value: Any) -> tuple[IPNetwork, ...]:
         value = value.replace(",", " ").split()
     if not isinstance(value, list):
         raise ConfigError(f"{key}: must be a list of addresses or CIDRs, got {value!r}")
+    if len(value) > limits.MAX_NETWORKS:
+        raise ConfigError(f"{key}: over {limits.MAX_NETWORKS} entries")
     networks = []
     for item in value:
         if not isinstance(item, str):

@@ -68,7 +68,7 @@ def delivery(section: dict[str, Any]) -> DeliverySettings:
 
 def hub(section: dict[str, Any], env: Mapping[str, str]) -> HubSettings:
     model_id = section["model_id"]
-    if model_id and (not isinstance(model_id, str) or not _REPO_ID.match(model_id)):
+    if _set(model_id) and not (isinstance(model_id, str) and _REPO_ID.match(model_id)):
         raise ConfigError(f"hub.model_id: not an owner/name repository: {model_id!r}")
     token = env.get(HF_TOKEN_ENV, "").strip()
     return HubSettings(
@@ -106,7 +106,7 @@ def s3(section: dict[str, Any]) -> S3Settings:
             f"s3.prefix: letters, digits and !-_.*'()/ only, no leading '/': {prefix!r}"
         )
     bucket = section["bucket"]
-    if bucket and not (isinstance(bucket, str) and _BUCKET.match(bucket)):
+    if _set(bucket) and not (isinstance(bucket, str) and _BUCKET.match(bucket)):
         raise ConfigError(
             "s3.bucket: 3 to 63 lower-case letters, digits, dots and hyphens: "
             f"{bucket!r}"
@@ -136,7 +136,7 @@ def replicate(section: dict[str, Any], env: Mapping[str, str]) -> ReplicateSetti
         raise ConfigError(f"replicate.trainer_model: not an owner/name: {model!r}")
     destination = section["destination"]
     valid = isinstance(destination, str) and _REPO_ID.match(destination)
-    if destination and not valid:
+    if _set(destination) and not valid:
         raise ConfigError(f"replicate.destination: not an owner/name: {destination!r}")
     status = env.get(STATUS_URL_ENV, "").strip() or section["status_url"]
     if not isinstance(status, str) or not re.match(r"^https?://[^\s/?#]+", status):
@@ -161,8 +161,15 @@ def cost(section: dict[str, Any]) -> CostSettings:
     given = section["prices_per_hour"]
     if not isinstance(given, dict):
         raise ConfigError(f"cost.prices_per_hour: must be a table, got {given!r}")
+    if len(given) > limits.MAX_PRICES:
+        raise ConfigError(f"cost.prices_per_hour: over {limits.MAX_PRICES} entries")
     prices = dict(limits.HARDWARE_PRICES_PER_HOUR)
     for name, price in given.items():
+        if len(name) > limits.MAX_HARDWARE_NAME:
+            raise ConfigError(
+                f"cost.prices_per_hour: a hardware name is over "
+                f"{limits.MAX_HARDWARE_NAME} characters"
+            )
         if not name.strip():
             raise ConfigError("cost.prices_per_hour: a hardware name is empty")
         prices[name.strip()] = checks.number(
@@ -198,3 +205,9 @@ def cost(section: dict[str, Any]) -> CostSettings:
         limit_action=action,
         time_zone=zone,
     )
+
+
+def _set(value: Any) -> bool:
+    """Whether a value that may be left empty was given (False and 0 count, and
+    are then refused for their type)."""
+    return value not in ("", None)

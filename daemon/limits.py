@@ -155,3 +155,17 @@ LIVE_MAX_STREAMS = 64
 LIVE_KEEPALIVE_S = 15.0
 # How long a browser waits before reconnecting a dropped stream.
 LIVE_RETRY_MS = 2000
+# Largest dataset archive sent to POST /v1/files, given or packed.
+DATASET_MAX_BYTES = 20 << 30
+# Largest max_train_steps passed to the trainer.
+MAX_TRAIN_STEPS = 10_000_000
+# Deepest nesting of arrays and objects accepted in a JSON request body.
+JSON_MAX_DEPTH = 64
+# Largest PUT /api/cloud/providers/replicate body: settings are small.
+SETTINGS_MAX_BODY_BYTES = 64 * 1024
+# Bounds on configuration lists and names, so that no setting can make every
+# request slow (allowlists are scanned per request, prices per job listed).
+MAX_NETWORKS = 1024
+MAX_PRICES = 256
+MAX_HARDWARE_NAME = 64
+MAX_URL_CHARS = 2048

@@ -46,8 +46,11 @@ def webhook_url(base: str) -> str:
 
 
 def shown(value: str) -> str:
-    """The value for an error message: never one that may carry a password."""
-    return "(value hidden: it contains credentials)" if "@" in value else repr(value)
+    """The value for an error message: never one that may carry a password or a
+    token (user information, or a query string)."""
+    if "@" in value or "?" in value:
+        return "(value hidden: it may contain credentials)"
+    return repr(value)
 
 
 def is_https(url: str) -> bool:

@@ -7,16 +7,15 @@ Replicate's refusals become the daemon's one error shape: no token configured is
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import AsyncIterator
-from typing import Any
 
 from aiohttp import web
 
 from daemon import cost, limits
 from daemon.appkeys import BROADCAST, READER, REPLICATE, SETTINGS, SUBMITTER, WRITER
 from daemon.errors import ApiError
+from daemon.jsonbody import read_json
 from daemon.replicate.client import ReplicateClient
 from daemon.replicate.errors import InvalidToken, ReplicateError, TokenMissing
 from daemon.replicate.status import replicate_status
@@ -83,9 +82,10 @@ def as_api_error(exc: ReplicateError) -> ApiError:
 async def submit(request: web.Request) -> web.Response:
     """Start a training; 201 with the job, 200 when the idempotency key replays."""
     try:
-        body = await _json_body(request)
-        checked, key = parse_request(body, request.app[SETTINGS].current)
-        status, answer = await request.app[SUBMITTER].submit(checked, key)
+        body = await read_json(request, limits.SUBMIT_MAX_BODY_BYTES)
+        settings = request.app[SETTINGS].current
+        checked, key, fingerprint = parse_request(body, settings)
+        status, answer = await request.app[SUBMITTER].submit(checked, key, fingerprint)
     except SubmitRefused as exc:
         extra = {"field": exc.field} if exc.field else None
         raise ApiError(exc.status, exc.code, exc.message, extra=extra) from None
@@ -93,20 +93,3 @@ async def submit(request: web.Request) -> web.Response:
     if status == 201 and isinstance(job_id, str):  # a new job: dashboards show it
         request.app[BROADCAST].publish("job", job_id, outcome="submitted")
     return web.json_response(answer, status=status)
-
-
-async def _json_body(request: web.Request) -> Any:
-    """The request's JSON, read under a cap."""
-    if (request.content_length or 0) > limits.SUBMIT_MAX_BODY_BYTES:
-        raise SubmitRefused(
-            413,
-            "body_too_large",
-            f"the request is larger than {limits.SUBMIT_MAX_BODY_BYTES} bytes",
-        )
-    raw = await request.content.read(limits.SUBMIT_MAX_BODY_BYTES + 1)
-    if len(raw) > limits.SUBMIT_MAX_BODY_BYTES:
-        raise SubmitRefused(413, "body_too_large", "the request is too large")
-    try:
-        return json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise SubmitRefused(400, "invalid_json", "the body is not JSON") from None

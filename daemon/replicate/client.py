@@ -269,13 +269,25 @@ class ReplicateClient:
         return self._session
 
 
+async def read_up_to(stream: aiohttp.StreamReader, limit: int) -> bytes:
+    """The stream's bytes until its end or `limit` bytes, whichever comes first
+    (one read() gives only what has arrived so far)."""
+    found = bytearray()
+    while len(found) < limit:
+        chunk = await stream.read(limit - len(found))
+        if not chunk:
+            break
+        found += chunk
+    return bytes(found)
+
+
 async def _read(answer: aiohttp.ClientResponse) -> bytes:
     cap = (
         limits.REPLICATE_MAX_RESPONSE_BYTES
         if answer.status < 300
         else limits.REPLICATE_ERROR_BODY_BYTES
     )
-    body = await answer.content.read(cap + 1)
+    body = await read_up_to(answer.content, cap + 1)
     if len(body) > cap and answer.status < 300:
         raise ReplicateError(answer.status, None, "answer larger than the cap")
     return body[:cap]

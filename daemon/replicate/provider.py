@@ -23,9 +23,11 @@ from typing import Any
 
 from aiohttp import web
 
+from daemon import limits
 from daemon.appkeys import READER, SETTINGS, WRITER
 from daemon.config import rebuild
 from daemon.errors import ApiError
+from daemon.jsonbody import read_json
 from daemon.settings import ConfigError, Settings
 
 log = logging.getLogger(__name__)
@@ -191,10 +193,7 @@ async def get_provider(request: web.Request) -> web.Response:
 
 
 async def put_provider(request: web.Request) -> web.Response:
-    try:
-        body = await request.json()
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise ApiError(400, "invalid_json", "the body is not JSON") from None
+    body = await read_json(request, limits.SETTINGS_MAX_BODY_BYTES)
     try:
         changes = parse_change(body)
     except SettingError as exc:

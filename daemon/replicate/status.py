@@ -16,6 +16,7 @@ from typing import Any
 import aiohttp
 
 from daemon import __version__, limits
+from daemon.replicate.client import read_up_to
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +58,7 @@ async def _fetch(url: str) -> Any:
     ):
         if answer.status != 200:
             return f"status page answered HTTP {answer.status}"
-        raw = await answer.content.read(limits.REPLICATE_STATUS_MAX_BYTES + 1)
+        raw = await read_up_to(answer.content, limits.REPLICATE_STATUS_MAX_BYTES + 1)
     if len(raw) > limits.REPLICATE_STATUS_MAX_BYTES:
         return "status page answer larger than the cap"
     try:

@@ -66,9 +66,6 @@ class SubmitRequest:
     max_train_steps: int | None
     hub_model_id: str | None
 
-    def fingerprint(self) -> str:
-        return hashlib.sha256(canonical(asdict(self)).encode()).hexdigest()
-
     def training_input(self, files_url: str | None) -> dict[str, Any]:
         """The trainer's input, secrets apart (see `secret_inputs`)."""
         found: dict[str, Any] = {
@@ -90,21 +87,27 @@ def canonical(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"))
 
 
-def parse_request(body: Any, settings: Settings) -> tuple[SubmitRequest, str | None]:
-    """The checked request and its idempotency key."""
+def parse_request(
+    body: Any, settings: Settings
+) -> tuple[SubmitRequest, str | None, str]:
+    """The checked request, its idempotency key, and the fingerprint of the body
+    as the client sent it (so that a retry matches whatever the defaults do)."""
     if not isinstance(body, dict):
         raise SubmitRefused(400, "bad_request", "the body must be a JSON object")
     unknown = sorted(set(body) - _FIELDS)
     if unknown:
         raise _invalid(unknown[0], "unknown field")
     config = _required_object(body, "config")
-    _refuse_secrets(config, "config")
     dataloader = body.get("dataloader")
     if not isinstance(dataloader, list) or not dataloader:
         raise _invalid("dataloader", "must be a non-empty array of datasets")
+    if not all(isinstance(entry, dict) for entry in dataloader):
+        raise _invalid("dataloader", "every dataset must be an object")
     lycoris = body.get("lycoris")
     if lycoris is not None and not isinstance(lycoris, dict):
         raise _invalid("lycoris", "must be an object")
+    for name in ("config", "dataloader", "lycoris"):
+        _refuse_secrets(body.get(name), name)
     request = SubmitRequest(
         config=config,
         dataloader=dataloader,
@@ -117,7 +120,9 @@ def parse_request(body: Any, settings: Settings) -> tuple[SubmitRequest, str | N
         max_train_steps=_steps(body.get("max_train_steps")),
         hub_model_id=_hub_model(body.get("hub_model_id"), settings),
     )
-    return request, _idempotency_key(body.get("idempotency_key"))
+    key = _idempotency_key(body.get("idempotency_key"))
+    sent = {name: value for name, value in body.items() if name != "idempotency_key"}
+    return request, key, hashlib.sha256(canonical(sent).encode()).hexdigest()
 
 
 def _invalid(field: str, problem: str) -> SubmitRefused:
@@ -175,7 +180,7 @@ def _version(value: Any) -> str | None:
 def _hardware(value: Any, settings: Settings) -> str:
     prices = dict(settings.cost.prices_per_hour)
     chosen = value or settings.cost.default_hardware
-    if chosen not in prices:
+    if not isinstance(chosen, str) or chosen not in prices:
         raise _invalid("hardware", f"no price for {chosen!r}; known: {sorted(prices)}")
     return str(chosen)
 
@@ -191,8 +196,10 @@ def _dataset(value: Any) -> str | None:
 def _steps(value: Any) -> int | None:
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise _invalid("max_train_steps", f"must be a whole number >= 1, got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _invalid("max_train_steps", "must be a whole number")
+    if not 1 <= value <= limits.MAX_TRAIN_STEPS:
+        raise _invalid("max_train_steps", f"must be 1 to {limits.MAX_TRAIN_STEPS}")
     return value
 
 
@@ -234,7 +241,7 @@ def find(conn: sqlite3.Connection, *, key: str) -> dict[str, Any] | None:
 
 
 def begin(
-    conn: sqlite3.Connection, request: SubmitRequest, key: str | None
+    conn: sqlite3.Connection, request: SubmitRequest, key: str | None, fingerprint: str
 ) -> dict[str, Any]:
     """A pending row for `request`: new, or the failed one under the same key
     taken up again. Another request's pending or submitted row under the same
@@ -242,7 +249,7 @@ def begin(
     existing = find(conn, key=key) if key else None
     now = time.time()
     if existing is not None:
-        check_replay(existing, request)
+        check_replay(existing, fingerprint)
         if existing["state"] != "failed":
             raise _in_progress(existing)
         conn.execute(
@@ -254,7 +261,7 @@ def begin(
     row = {
         "id": "sub_" + secrets.token_hex(12),
         "idempotency_key": key,
-        "fingerprint": request.fingerprint(),
+        "fingerprint": fingerprint,
         "state": "pending",
         "model": request.model,
         "version": request.version,
@@ -273,8 +280,8 @@ def begin(
     return row
 
 
-def check_replay(row: dict[str, Any], request: SubmitRequest) -> None:
-    if row["fingerprint"] != request.fingerprint():
+def check_replay(row: dict[str, Any], fingerprint: str) -> None:
+    if row["fingerprint"] != fingerprint:
         raise SubmitRefused(
             422,
             "idempotency_key_reused",

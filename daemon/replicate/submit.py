@@ -54,7 +54,7 @@ class Submitter:
     started_at: float = field(default_factory=time.time)
 
     async def submit(
-        self, request: SubmitRequest, key: str | None
+        self, request: SubmitRequest, key: str | None, fingerprint: str
     ) -> tuple[int, dict[str, Any]]:
         """(HTTP status, body) for a checked request."""
         if not self.client.has_token:
@@ -64,9 +64,18 @@ class Submitter:
         if key is not None:
             replayed = await self.writer.submit(lambda conn: rows.find(conn, key=key))
             if replayed is not None and replayed["state"] == "submitted":
-                rows.check_replay(replayed, request)
+                rows.check_replay(replayed, fingerprint)
                 return 200, await self._view(replayed, [], replay=True)
         settings = self.live.current
+        if request.dataset is not None:
+            try:
+                await asyncio.to_thread(
+                    dataset.check_source, Path(request.dataset), _private(settings)
+                )
+            except dataset.DatasetError as exc:
+                raise SubmitRefused(
+                    422, "invalid_dataset", str(exc), "dataset"
+                ) from None
         warnings = await self._cost_warnings(settings)
         if settings.webhook_url is None:
             warnings.append(
@@ -74,7 +83,9 @@ class Submitter:
                 "follows it by polling every "
                 f"{settings.replicate.reconcile_interval_s:g} s"
             )
-        row = await self.writer.submit(lambda conn: rows.begin(conn, request, key))
+        row = await self.writer.submit(
+            lambda conn: rows.begin(conn, request, key, fingerprint)
+        )
         self.in_flight.add(row["id"])
         try:
             row = await self._run(row, request, settings, warnings)
@@ -118,6 +129,10 @@ class Submitter:
             raise SubmitRefused(422, "invalid_dataset", str(exc), "dataset") from None
         except ReplicateError as exc:
             raise await self._refused(row, exc) from None
+        except Exception as exc:
+            # Never leave a submission pending for an error of our own.
+            await self._fail(row, f"unexpected error: {type(exc).__name__}")
+            raise
         row = await self._record(row, raw, version)
         row["skipped"] = skipped
         if skipped:
@@ -131,7 +146,7 @@ class Submitter:
             return None, []
         work = settings.data_dir / "uploads"
         packed = await asyncio.to_thread(
-            dataset.prepare, Path(request.dataset), work, row["id"]
+            dataset.prepare, Path(request.dataset), work, row["id"], _private(settings)
         )
         skipped = [{"path": s.path, "reason": s.reason} for s in packed.skipped]
         try:
@@ -226,6 +241,11 @@ class Submitter:
                 await self._record(row, raw, str(match.get("version") or ""))
             elif now - row["created_at"] > limits.SUBMIT_ORPHAN_GIVE_UP_S:
                 await self._fail(row, "Replicate has no training for it")
+
+
+def _private(settings: Settings) -> tuple[Path, ...]:
+    """The daemon's own folders: never part of a dataset."""
+    return (settings.data_dir, settings.outputs_dir)
 
 
 def _training_body(
