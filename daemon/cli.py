@@ -402,7 +402,12 @@ async def read_database(path: Path, what: str, *args: Any) -> Any:
 
 
 def _read_body(name: str) -> bytes:
-    return sys.stdin.buffer.read() if name == "-" else Path(name).read_bytes()
+    if name == "-":
+        return sys.stdin.buffer.read()
+    try:
+        return Path(name).read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"--body-file: {name}: {exc.strerror}") from None
 
 
 def _verify_signature(args: argparse.Namespace) -> int:

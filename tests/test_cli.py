@@ -240,3 +240,12 @@ def test_sign_with_another_secret_is_refused_by_the_daemon(daemon_process, tmp_p
         post(proc, body_file.read_bytes(), headers)
     refused.value.close()  # the error holds the open connection
     assert refused.value.code == 401
+
+
+def test_sign_with_a_missing_body_file_exits_2_with_a_message(tmp_path, secret):
+    done = run_cli(
+        "sign", "--secret", secret, "--body-file", str(tmp_path / "missing.json")
+    )
+    assert done.returncode == 2
+    assert "--body-file" in done.stderr
+    assert "Traceback" not in done.stderr

@@ -240,4 +240,5 @@ async def _overridden(reader: Any) -> set[str]:
 def _invalid(exc: SettingError) -> ApiError:
     status = 400 if not exc.field else 422
     code = "bad_request" if status == 400 else "invalid_setting"
-    return ApiError(status, code, str(exc), extra={"field": exc.field})
+    extra = {"field": exc.field} if exc.field else None
+    return ApiError(status, code, str(exc), extra=extra)
