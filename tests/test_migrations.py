@@ -242,3 +242,25 @@ def test_migration_edited_after_it_was_applied_is_refused(tmp_path):
             db.migrate(conn, folder)
     finally:
         conn.close()
+
+
+def test_database_recorded_before_checksums_were_kept_still_upgrades(tmp_path):
+    # A database from before checksums were recorded: 0001 applied, and a
+    # schema_migrations table with no checksum column.
+    path = tmp_path / "early.sqlite3"
+    first = db.known_migrations()[0]
+    conn = sqlite3.connect(path)
+    conn.executescript(first.path.read_text())
+    conn.execute(
+        "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY,"
+        " name TEXT NOT NULL, applied_at REAL NOT NULL) STRICT"
+    )
+    conn.execute("INSERT INTO schema_migrations VALUES (1, ?, 0)", (first.name,))
+    conn.commit()
+    conn.close()
+    conn = db.connect(path)
+    try:
+        assert db.migrate(conn) == known_names()[1:]
+        assert db.migrate(conn) == []
+    finally:
+        conn.close()

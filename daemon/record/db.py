@@ -81,6 +81,9 @@ def applied_versions(conn: sqlite3.Connection) -> dict[int, str | None]:
         " version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at REAL NOT NULL,"
         " checksum TEXT) STRICT"
     )
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(schema_migrations)")}
+    if "checksum" not in columns:  # recorded before checksums were kept: unknown
+        conn.execute("ALTER TABLE schema_migrations ADD COLUMN checksum TEXT")
     rows = conn.execute("SELECT version, checksum FROM schema_migrations")
     return {version: checksum for version, checksum in rows}
 
