@@ -115,6 +115,9 @@ REPLICATE_STATUS_MAX_BYTES = 64 * 1024
 # (the secret may have rotated), but forged requests must not make the daemon call
 # Replicate more than once in this long; failed start-up fetches retry as often.
 SECRET_REFETCH_INTERVAL_S = 60.0
+# How long a delivery that failed verification waits for that refetch before it
+# is answered 503 (the fetch goes on): webhooks are answered within a second.
+SECRET_REFRESH_WAIT_S = 0.5
 
 # Cost: Replicate's list prices in USD per hour at the time of writing; the table
 # in [cost] adds to or overrides these. A job whose hardware is unknown is priced

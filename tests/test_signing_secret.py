@@ -118,6 +118,27 @@ async def test_rotated_secret_is_accepted_after_one_refetch(
     assert len(fake_replicate.calls(SECRET_PATH)) == 2
 
 
+async def test_slow_refetch_never_holds_a_delivery_past_a_second(
+    daemon_client, fake_replicate
+):
+    client = await daemon_client(env=fetching_env(fake_replicate))
+    fake_replicate.webhook_key = new_secret()  # rotated at Replicate
+    fake_replicate.secret_delay_s = 2.0
+
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    answer = await post(client, fake_replicate.webhook_key, "job0slowfetch1")
+    assert loop.time() - started < 1.0
+    assert answer.status == 503
+    assert (await answer.json())["error"]["code"] == "secret_refreshing"
+    assert answer.headers["Retry-After"] == "5"
+
+    await asyncio.sleep(2.5)  # the refetch finished in the background
+    again = await post(client, fake_replicate.webhook_key, "job0slowfetch1")
+    assert again.status == 200, await again.text()
+    assert len(fake_replicate.calls(SECRET_PATH)) == 2
+
+
 async def test_burst_of_forged_deliveries_causes_exactly_one_refetch(
     daemon_client, fake_replicate
 ):

@@ -111,8 +111,17 @@ async def _receive(request: web.Request) -> Receipt:
 
     verification = check()
     # A fetched secret may have rotated: refetch (rate-limited), then retry once.
-    if verification.verdict is Verdict.INVALID and await keys.refresh():
-        verification = check()
+    if verification.verdict is Verdict.INVALID:
+        changed = await keys.refresh_within(limits.SECRET_REFRESH_WAIT_S)
+        if changed is None:
+            raise ApiError(
+                503,
+                "secret_refreshing",
+                "the signing secret is being fetched again from Replicate; retry",
+                headers={"Retry-After": str(limits.RETRY_AFTER_S)},
+            )
+        if changed:
+            verification = check()
     if not verification.ok:
         raise ApiError(401, verification.verdict.value, verification.reason)
     request.app[STATS].verified()

@@ -9,7 +9,9 @@ handler answers 503) and a background task tries again once per interval.
 
 A delivery that fails verification may mean the secret rotated: `refresh()`
 refetches, at most once per interval however many requests ask at once, so
-forged requests cannot make the daemon hammer Replicate.
+forged requests cannot make the daemon hammer Replicate. A request waits for the
+refetch only briefly (`refresh_within`); the fetch itself goes on in the
+background, so a slow Replicate never holds a webhook answer past a second.
 """
 
 from __future__ import annotations
@@ -63,6 +65,7 @@ class SigningKeys:
         self._generation = 0  # bumped whenever the keys change
         self._lock = asyncio.Lock()
         self._retrying: asyncio.Task[None] | None = None
+        self._refreshing: asyncio.Task[bool] | None = None
         self._fetched = False  # whether a fetch has succeeded since start-up
 
     def __repr__(self) -> str:
@@ -106,7 +109,22 @@ class SigningKeys:
             self._next_fetch_at = now + self._interval_s
             return await self._load_from_replicate()
 
+    async def refresh_within(self, timeout_s: float) -> bool | None:
+        """`refresh()`, waited for at most `timeout_s`; None when it has not
+        finished by then (it goes on, and later deliveries use its result)."""
+        if self._refreshing is None or self._refreshing.done():
+            self._refreshing = asyncio.create_task(self.refresh())
+        try:
+            return await asyncio.wait_for(asyncio.shield(self._refreshing), timeout_s)
+        except TimeoutError:
+            return None
+
     async def close(self) -> None:
+        if self._refreshing is not None:
+            self._refreshing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._refreshing
+            self._refreshing = None
         if self._retrying is not None:
             self._retrying.cancel()
             with contextlib.suppress(asyncio.CancelledError):

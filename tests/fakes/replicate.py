@@ -22,6 +22,7 @@ GET /api/v2/status.json, no token): `status_page` is the body it answers and
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import hashlib
 import json
@@ -132,6 +133,7 @@ class FakeReplicate:
     destinations: set[str] | None = None  # None: every destination exists
     drop_webhooks: bool = False
     lose_create_answer: bool = False  # create the training, then answer 500
+    secret_delay_s: float = 0.0  # how long GET /v1/webhooks/default/secret takes
     sent: list[tuple[str, int]] = field(default_factory=list)  # (event, status)
 
     @property
@@ -248,6 +250,7 @@ class FakeReplicate:
         return web.json_response(job)
 
     async def _secret(self, request: web.Request) -> web.Response:
+        await asyncio.sleep(self.secret_delay_s)
         body = payload_json(_REAL + "docs_webhooks_default_secret.json")
         body["key"] = self.webhook_key
         return web.json_response(body)
