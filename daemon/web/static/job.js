@@ -122,6 +122,7 @@ export async function showJob(view, jobId, signal) {
   }
 
   function render() {
+    if (signal.aborted) return; // a late answer for a page no longer shown
     const job = state.job;
     const shown = JSON.stringify(job);
     if (shown === state.shown) return; // nothing new: keep the page as it is
