@@ -154,8 +154,11 @@ LIVE_QUEUE_NOTICES = 256
 # Open event streams at once: a dashboard holds one or two per tab.
 LIVE_MAX_STREAMS = 64
 # A comment line this often keeps proxies from closing an idle stream (nginx's
-# proxy_read_timeout defaults to 60 s) and tells the daemon a browser has left.
+# proxy_read_timeout defaults to 60 s).
 LIVE_KEEPALIVE_S = 15.0
+# How often a waiting stream looks whether its browser has gone, so that a closed
+# tab frees its place among LIVE_MAX_STREAMS within about this long.
+LIVE_CLIENT_CHECK_S = 1.0
 # How long a browser waits before reconnecting a dropped stream.
 LIVE_RETRY_MS = 2000
 # Largest dataset archive sent to POST /v1/files, given or packed.

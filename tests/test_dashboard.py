@@ -54,7 +54,36 @@ async def test_page_asks_for_the_admin_token_once_and_keeps_it_for_the_session(
     await page.reload()  # same session: no second question
     await page.locator("tr[data-job='tokenjob1']").wait_for()
     assert not await dialog.is_visible()
-    assert await page.locator("#live-state").text_content() == "live"
+    await page.locator("#live-state", has_text="live").wait_for()
+
+
+async def test_token_outside_visible_ascii_is_refused_with_the_reason_and_dropped(
+    dashboard, secret, browser
+):
+    daemon = dashboard(REPLICATE_WEBHOOKD_ADMIN_TOKEN=ADMIN_TOKEN)
+    await post_webhook(daemon, secret, training("asciijob1", "processing"))
+    page = browser.page
+    await page.goto(daemon.url + "/")
+    dialog = page.locator("#token-dialog")
+    await dialog.wait_for(state="visible")
+    # A header cannot carry "ö" or "—": fetch() would throw on every call.
+    await page.locator("#token-input").fill("tökén—1")
+    await page.keyboard.press("Enter")
+    await page.locator("#token-error", has_text="visible ASCII").wait_for()
+    assert await dialog.is_visible()
+    assert await page.evaluate("sessionStorage.length") == 0
+    await screenshot(page, "token-dialog-not-ascii")
+
+    # One stored by an older page is thrown away, and the page asks again.
+    await page.evaluate(
+        "sessionStorage.setItem('replicate-webhookd.admin-token', 'tökén—1')"
+    )
+    await page.reload()
+    await page.locator("#token-error", has_text="could not be sent").wait_for()
+    await page.locator("#token-input").fill(ADMIN_TOKEN)
+    await page.keyboard.press("Enter")
+    await page.locator("tr[data-job='asciijob1']").wait_for()
+    await page.locator("#live-state", has_text="live").wait_for()
 
 
 async def test_validate_by_keyboard_shows_the_replicate_account(dashboard, browser):
@@ -158,7 +187,7 @@ async def test_keyboard_opens_a_job_and_retries_its_failed_delivery(
     await page.get_by_text("was queued again").wait_for()
 
 
-async def test_cancel_button_cancels_a_running_job(
+async def test_cancel_asks_first_and_cancels_only_when_confirmed_by_keyboard(
     dashboard, secret, fake_replicate, browser
 ):
     job_id = "canceljob0000000000000001"
@@ -168,6 +197,22 @@ async def test_cancel_button_cancels_a_running_job(
     page = browser.page
     await page.goto(f"{daemon.url}/#/jobs/{job_id}")
     await page.locator("#cancel-job").click()
+    dialog = page.locator("#cancel-dialog")
+    await dialog.wait_for(state="visible")  # it asks first...
+    # ...with the focus on the choice that changes nothing; Escape keeps the job.
+    assert await page.evaluate("document.activeElement.id") == "keep-job"
+    await screenshot(page, "job-cancel-confirm")
+    await page.keyboard.press("Escape")
+    await dialog.wait_for(state="hidden")
+    await page.locator(".job-head .badge", has_text="processing").wait_for()
+    assert not fake_replicate.calls(f"/trainings/{job_id}/cancel")
+
+    await tab_to(page, "#cancel-job")
+    await page.keyboard.press("Enter")
+    await dialog.wait_for(state="visible")
+    await page.keyboard.press("Tab")  # to "Cancel job" in the dialog
+    assert await page.evaluate("document.activeElement.id") == "confirm-cancel"
+    await page.keyboard.press("Enter")
     await page.locator(".job-head .badge", has_text="canceled").wait_for()
     await page.locator("#cancel-job").wait_for(state="detached")
     assert fake_replicate.calls(f"/trainings/{job_id}/cancel")

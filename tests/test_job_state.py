@@ -531,6 +531,30 @@ async def test_logs_offset_returns_exactly_the_bytes_after_offset(
     assert beyond.headers["X-Log-Bytes"] == str(len(full))
 
 
+async def test_log_version_changes_only_when_the_log_is_replaced(daemon_client, secret):
+    """A reader tailing from its offset must learn when the bytes before that
+    offset were replaced, or it splices the new log onto the old one."""
+    client = await daemon_client()
+
+    async def version_and_next(offset: int) -> tuple[str, int]:
+        response = await client.get(f"/api/jobs/vers/logs?offset={offset}")
+        assert response.status == 200
+        return response.headers["X-Log-Version"], int(response.headers["X-Next-Offset"])
+
+    await deliver(client, secret, processing("vers", "attempt 1: step 1\n"))
+    first, offset = await version_and_next(0)
+    await deliver(client, secret, processing("vers", "attempt 1: step 1\nstep 2\n"))
+    assert (await version_and_next(offset))[0] == first  # appended: same log
+
+    replaced = "attempt 2 restarted from scratch\n"
+    await deliver(client, secret, processing("vers", replaced))
+    second, following = await version_and_next(offset)
+    assert second != first
+    assert following == len(replaced.encode())
+    await deliver(client, secret, processing("vers", replaced + "step 1\n"))
+    assert (await version_and_next(following))[0] == second
+
+
 @pytest.mark.parametrize("offset", ["-1", "abc", "1.5"])
 async def test_logs_offset_that_is_not_a_whole_number_is_400(
     daemon_client, secret, offset

@@ -175,6 +175,34 @@ async def test_streams_past_the_limit_are_refused_with_503(daemon_client):
     assert again.status == 200
 
 
+async def test_serve_frees_a_closed_streams_place_within_two_seconds(daemon_process):
+    # The real `serve`, not the test server: aiohttp's test server cancels the
+    # handler of a dropped connection, which would hide a stream left waiting.
+    daemon = daemon_process()
+    async with aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=0)
+    ) as session:
+        streams = []
+        for _ in range(limits.LIVE_MAX_STREAMS):
+            stream = await session.get(f"{daemon.url}/api/events")
+            assert await next_event(stream.content) == ("ready", {})
+            streams.append(stream)
+        refused = await session.get(f"{daemon.url}/api/events")
+        assert refused.status == 503
+        streams.pop().close()  # the browser tab went away
+        closed = time.monotonic()
+        async with asyncio.timeout(limits.LIVE_KEEPALIVE_S + 5):
+            while (
+                again := await session.get(f"{daemon.url}/api/events")
+            ).status == 503:
+                await asyncio.sleep(0.1)
+        took_s = time.monotonic() - closed
+        assert again.status == 200
+        for stream in (*streams, again):
+            stream.close()
+    assert took_s < 2 * limits.LIVE_CLIENT_CHECK_S + 0.5, took_s
+
+
 async def test_event_stream_needs_the_admin_token_when_set(daemon_client):
     client = await daemon_client(env={"REPLICATE_WEBHOOKD_ADMIN_TOKEN": "t0ken-live"})
     response = await client.get("/api/events")

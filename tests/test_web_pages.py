@@ -45,6 +45,24 @@ async def test_every_module_the_page_imports_is_served_as_javascript(daemon_clie
 
 async def test_static_route_serves_nothing_outside_its_folder(daemon_client):
     client = await daemon_client()
-    for path in ("/static/../pages.py", "/static/%2e%2e/pages.py", "/static/"):
+    for path in ("/static/../pages.py", "/static/%2e%2e/pages.py", "/static/%2fetc"):
         response = await client.get(path)
         assert response.status in (403, 404), path
+        assert "import" not in await response.text(), path
+
+
+async def test_static_misses_answer_404_in_the_one_json_error_shape(daemon_client):
+    client = await daemon_client()
+    for path in (
+        "/static/missing.js",
+        "/static",
+        "/static/",
+        "/static/app.js/",  # a file is not a folder
+        "/static/app.js/x",
+    ):
+        response = await client.get(path)
+        assert response.status == 404, path
+        assert response.content_type == "application/json", path
+        error = (await response.json())["error"]
+        assert error["code"] == "not_found", path
+        assert error["message"], path

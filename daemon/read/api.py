@@ -59,12 +59,14 @@ async def get_logs(request: web.Request) -> web.Response:
     found = await queries.read_logs(request.app[READER], job_id, offset)
     if found is None:
         raise ApiError(404, "job_not_found", f"no job with id {job_id!r}")
-    data, total = found
+    data, total, version = found
+    headers = {
+        "X-Log-Bytes": str(total),
+        "X-Next-Offset": str(offset + len(data)),  # what was read, to the end
+        "X-Log-Version": str(version),  # another value: read again from 0
+    }
     return web.Response(
-        body=data,
-        content_type="text/plain",
-        charset="utf-8",
-        headers={"X-Log-Bytes": str(total), "X-Next-Offset": str(max(total, offset))},
+        body=data, content_type="text/plain", charset="utf-8", headers=headers
     )
 
 

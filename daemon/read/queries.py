@@ -85,8 +85,15 @@ async def get_job(conn: aiosqlite.Connection, job_id: str) -> dict[str, Any] | N
 
 async def read_logs(
     conn: aiosqlite.Connection, job_id: str, offset: int
-) -> tuple[bytes, int] | None:
-    """The stored log bytes after `offset`, and the total size; None if no job."""
+) -> tuple[bytes, int, int] | None:
+    """The stored log bytes after `offset`, the total size and the log's version;
+    None if no job.
+
+    A snapshot that extends the stored log is appended as a new chunk, while one
+    that does not replaces every chunk with a single chunk at byte 0 holding the
+    whole, longer log. The size of that first chunk is therefore the version: it
+    stays put while the log grows and goes up at each replacement. It is read in
+    the same statement as the bytes, so the two always agree."""
     async with conn.execute(
         "SELECT logs_bytes FROM jobs WHERE id = ?", (job_id,)
     ) as cursor:
@@ -95,15 +102,26 @@ async def read_logs(
         return None
     total = int(row[0])
     async with conn.execute(
-        "SELECT start_byte, data FROM job_log_chunks"
-        " WHERE job_id = ? AND start_byte + length(data) > ? ORDER BY start_byte",
+        "SELECT start_byte, data, (SELECT length(data) FROM job_log_chunks"
+        "  WHERE job_id = ?1 AND start_byte = 0) AS version FROM job_log_chunks"
+        " WHERE job_id = ?1 AND start_byte + length(data) > ?2 ORDER BY start_byte",
         (job_id, offset),
     ) as cursor:
-        chunks = await cursor.fetchall()
-    chunks = list(chunks)
+        chunks = list(await cursor.fetchall())
+    if not chunks:
+        return b"", total, await _log_version(conn, job_id)
     data = b"".join(chunk["data"] for chunk in chunks)
-    skip = offset - chunks[0]["start_byte"] if chunks else 0
-    return data[max(skip, 0) :], total
+    skip = offset - chunks[0]["start_byte"]
+    return data[max(skip, 0) :], total, int(chunks[0]["version"] or 0)
+
+
+async def _log_version(conn: aiosqlite.Connection, job_id: str) -> int:
+    async with conn.execute(
+        "SELECT length(data) FROM job_log_chunks WHERE job_id = ? AND start_byte = 0",
+        (job_id,),
+    ) as cursor:
+        row = await cursor.fetchone()
+    return 0 if row is None else int(row[0])
 
 
 def job_json(row: aiosqlite.Row) -> dict[str, Any]:

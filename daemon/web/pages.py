@@ -12,7 +12,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from daemon.errors import Handler
+from daemon.errors import ApiError, Handler
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 
@@ -30,8 +30,21 @@ _SECURITY_HEADERS = {
 
 def add_routes(app: web.Application) -> None:
     app.router.add_get("/", index)
-    app.router.add_static("/static/", STATIC_DIR, append_version=False)
+    app.router.add_get("/static", static_file)
+    app.router.add_get("/static/{name:.*}", static_file)
     app.middlewares.append(_page_headers)
+
+
+# The folder is flat and fixed at install time: a request names one of these
+# files exactly, so no path is ever joined from what the client sent.
+_STATIC_FILES = frozenset(path.name for path in STATIC_DIR.iterdir() if path.is_file())
+
+
+async def static_file(request: web.Request) -> web.FileResponse:
+    name = request.match_info.get("name", "")
+    if name not in _STATIC_FILES:
+        raise ApiError(404, "not_found", f"no static file {request.path!r}")
+    return web.FileResponse(STATIC_DIR / name)
 
 
 async def index(request: web.Request) -> web.FileResponse:

@@ -5,7 +5,8 @@ Events, each `data` a JSON object:
     job       {"job_id", "status", "outcome"}: a job's state or log changed
     delivery  {"job_id", "task_id", "destination", "state", ...}: a delivery moved
     resync    this stream fell behind and lost notices: read everything again
-A comment line (`: keep-alive`) goes out when nothing happened for a while. With
+A comment line (`: keep-alive`) goes out when nothing happened for a while; a
+browser that has gone is noticed within about a second. With
 `?job=<id>` only that job's events are sent. At shutdown the stream ends, and the
 browser reconnects after `retry` milliseconds.
 """
@@ -79,20 +80,33 @@ def _stream_headers() -> dict[str, str]:
 async def _forward(
     request: web.Request, response: web.StreamResponse, subscription: Subscription
 ) -> None:
-    """Write notices until shutdown or until the browser has gone."""
+    """Write notices until shutdown or until the browser has gone.
+
+    The wait is cut into LIVE_CLIENT_CHECK_S slices: a browser that closed its
+    tab is noticed within one slice, not at the next keep-alive."""
+    quiet_s = 0.0
     while True:
         try:
-            notice = await subscription.next(limits.LIVE_KEEPALIVE_S)
+            notice = await subscription.next(limits.LIVE_CLIENT_CHECK_S)
         except StreamClosed:
             return
-        transport = request.transport
-        if transport is None or transport.is_closing():
+        if _client_gone(request):
             return
+        if notice is None:
+            quiet_s += limits.LIVE_CLIENT_CHECK_S
+            if quiet_s < limits.LIVE_KEEPALIVE_S:
+                continue
+        quiet_s = 0.0
         chunk = b": keep-alive\n\n" if notice is None else encode(notice)
         try:
             await response.write(chunk)
         except ConnectionError:
             return
+
+
+def _client_gone(request: web.Request) -> bool:
+    transport = request.transport
+    return transport is None or transport.is_closing()
 
 
 def encode(notice: Notice) -> bytes:

@@ -16,10 +16,24 @@ export class ApiError extends Error {
   }
 }
 
+// A header value can only carry Latin-1, and the daemon's tokens are ASCII:
+// anything else (an accent, a typographic dash) can never be right, and fetch()
+// would throw on every call it went into.
+const TOKEN_SHAPE = /^[\x21-\x7e]+$/;
+const TOKEN_RULE =
+  "A token has only visible ASCII characters: letters, digits and punctuation, " +
+  "no spaces, accents or typographic dashes.";
+
 let asking = null;
+let dropped = false; // a stored token was not sendable and was thrown away
 
 export function authHeaders() {
   const token = sessionStorage.getItem(TOKEN_KEY);
+  if (token && !TOKEN_SHAPE.test(token)) {
+    sessionStorage.removeItem(TOKEN_KEY); // never sendable: ask again instead
+    dropped = true;
+    return {};
+  }
   return token ? { Authorization: `Bearer ${token}` } : {};
 }
 
@@ -34,13 +48,25 @@ export function askForToken(refused) {
   const form = document.getElementById("token-form");
   const input = document.getElementById("token-input");
   const error = document.getElementById("token-error");
-  error.textContent = refused ? "That token was refused. Try again." : "";
+  error.textContent = dropped
+    ? `The saved token could not be sent. ${TOKEN_RULE}`
+    : refused
+      ? "That token was refused. Try again."
+      : "";
+  dropped = false;
   input.value = "";
   asking = new Promise((resolve) => {
     const submit = (event) => {
       event.preventDefault();
       const token = input.value.trim();
       if (!token) return;
+      if (!TOKEN_SHAPE.test(token)) {
+        error.textContent = `That cannot be the token. ${TOKEN_RULE}`;
+        input.setAttribute("aria-invalid", "true");
+        input.focus();
+        return;
+      }
+      input.removeAttribute("aria-invalid");
       sessionStorage.setItem(TOKEN_KEY, token);
       form.removeEventListener("submit", submit);
       dialog.removeEventListener("cancel", stay);
@@ -103,7 +129,9 @@ export async function api(path, { method = "GET", body } = {}) {
   return data;
 }
 
-// The log from byte `offset`: {text, next} where next is the offset to ask next.
+// The log from byte `offset`: {bytes, next, total, version}; `next` is the
+// offset to ask next, and another `version` means the daemon replaced the log
+// with one that does not extend it (read it again from 0).
 export async function logsFrom(jobId, offset) {
   const path = `/api/jobs/${encodeURIComponent(jobId)}/logs?offset=${offset}`;
   const response = await authorizedFetch(path);
@@ -112,6 +140,14 @@ export async function logsFrom(jobId, offset) {
     throw new ApiError(response.status, data?.error?.code, data?.error?.message);
   }
   const bytes = new Uint8Array(await response.arrayBuffer());
-  const next = Number(response.headers.get("X-Next-Offset") || offset + bytes.length);
-  return { bytes, next };
+  const header = (name, fallback) => {
+    const value = response.headers.get(name);
+    return value === null ? fallback : Number(value);
+  };
+  return {
+    bytes,
+    next: header("X-Next-Offset", offset + bytes.length),
+    total: header("X-Log-Bytes", offset + bytes.length),
+    version: response.headers.get("X-Log-Version"),
+  };
 }

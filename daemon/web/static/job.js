@@ -17,7 +17,13 @@ import {
   replace,
 } from "./dom.js";
 import { debounced, serial, subscribe } from "./live.js";
-import { deliveriesTable, filesList, historyTable, outputsList } from "./job_parts.js";
+import {
+  cancelDialog,
+  deliveriesTable,
+  filesList,
+  historyTable,
+  outputsList,
+} from "./job_parts.js";
 
 const PROGRESS_POLL_MS = 2000; // progress is recorded as it runs, without an event
 
@@ -45,8 +51,9 @@ function section(title, id, ...content) {
   return h("section", { "aria-labelledby": id }, h("h2", { id }, title), ...content);
 }
 
-export async function showJob(view, jobId) {
-  const state = { job: null, logOffset: 0, decoder: new TextDecoder(), closed: false };
+export async function showJob(view, jobId, signal) {
+  const state = { job: null, logOffset: 0, logVersion: null };
+  state.decoder = new TextDecoder();
   const head = h("div", { class: "job-head" });
   const notice = h("div", { role: "status", "aria-live": "polite" });
   const body = h("div", {});
@@ -71,6 +78,12 @@ export async function showJob(view, jobId) {
       log,
     ),
   );
+
+  const confirmCancel = cancelDialog(() => {
+    const button = head.querySelector("#cancel-job");
+    if (button) cancel(button); // gone: the job ended while the dialog was open
+  });
+  view.append(confirmCancel.element);
 
   async function cancel(button) {
     button.disabled = true;
@@ -109,6 +122,7 @@ export async function showJob(view, jobId) {
   }
 
   function render() {
+    if (signal.aborted) return; // a late answer for a page no longer shown
     const job = state.job;
     const shown = JSON.stringify(job);
     if (shown === state.shown) return; // nothing new: keep the page as it is
@@ -124,7 +138,7 @@ export async function showJob(view, jobId) {
         { type: "button", id: "cancel-job", class: "danger" },
         "Cancel job",
       );
-      button.addEventListener("click", () => cancel(button));
+      button.addEventListener("click", () => confirmCancel.ask());
       actions.push(button);
     }
     replace(
@@ -177,9 +191,24 @@ export async function showJob(view, jobId) {
     }
   });
 
+  // Starts over when the daemon replaced the log with a longer one that does not
+  // extend it: the bytes after our offset would belong to another text.
+  async function readLogs() {
+    const found = await logsFrom(jobId, state.logOffset);
+    const replaced =
+      state.logVersion !== null &&
+      (found.version !== state.logVersion || found.total < state.logOffset);
+    if (!replaced) return found;
+    state.logOffset = 0;
+    state.decoder = new TextDecoder();
+    log.replaceChildren();
+    return await logsFrom(jobId, 0);
+  }
+
   const loadLogs = serial(async () => {
     try {
-      const { bytes, next } = await logsFrom(jobId, state.logOffset);
+      const { bytes, next, version } = await readLogs();
+      state.logVersion = version;
       if (next < state.logOffset) return;
       state.logOffset = next;
       if (!bytes.length) return;
@@ -191,19 +220,21 @@ export async function showJob(view, jobId) {
     }
   });
 
-  const refresh = debounced(async () => {
-    await Promise.all([loadJob(), loadLogs()]);
-  }, 50);
-  const stream = subscribe(`?job=${encodeURIComponent(jobId)}`, () => refresh());
+  const refresh = debounced(
+    async () => {
+      await Promise.all([loadJob(), loadLogs()]);
+    },
+    50,
+    signal,
+  );
+  await Promise.all([loadJob(), loadLogs()]);
+  if (signal.aborted) return;
+  subscribe(`?job=${encodeURIComponent(jobId)}`, () => refresh(), signal);
   const poll = setInterval(() => {
     const running = state.job?.deliveries?.some((task) =>
       ["queued", "running"].includes(task.state),
     );
-    if (running) refresh();
+    if (running && document.visibilityState !== "hidden") refresh();
   }, PROGRESS_POLL_MS);
-  await Promise.all([loadJob(), loadLogs()]);
-  return () => {
-    stream.close();
-    clearInterval(poll);
-  };
+  signal.addEventListener("abort", () => clearInterval(poll), { once: true });
 }

@@ -1,6 +1,7 @@
-// The job page's tables: outputs, files, deliveries and the webhook history.
+// The job page's parts: the tables of outputs, files, deliveries and webhook
+// history, and the question asked before a cancel.
 
-import { FAILED_DELIVERY, badge, formatTime, h } from "./dom.js";
+import { FAILED_DELIVERY, badge, formatTime, h, replace } from "./dom.js";
 
 // A job's output is whatever the model returned: a URL, a list, an object...
 export function outputsList(output) {
@@ -169,4 +170,50 @@ export function historyTable(history) {
       ),
     ),
   );
+}
+
+// Asks before cancelling: a modal dialog whose safe choice has the focus.
+// `onConfirm` runs when "Cancel job" in it is chosen.
+export function cancelDialog(onConfirm) {
+  const dialog = h("dialog", {
+    id: "cancel-dialog",
+    "aria-labelledby": "cancel-title",
+  });
+  const choose = (value) => () => dialog.close(value);
+  const keep = h(
+    "button",
+    { type: "button", id: "keep-job", onclick: choose("keep") },
+    "Keep it running",
+  );
+  replace(
+    dialog,
+    h("h2", { id: "cancel-title" }, "Cancel this job?"),
+    h("p", {}, "Replicate stops the job; a cancelled job cannot be resumed."),
+    h(
+      "div",
+      { class: "actions" },
+      keep,
+      h(
+        "button",
+        {
+          type: "button",
+          id: "confirm-cancel",
+          class: "danger",
+          onclick: choose("cancel"),
+        },
+        "Cancel job",
+      ),
+    ),
+  );
+  dialog.addEventListener("close", () => {
+    if (dialog.returnValue === "cancel") onConfirm();
+  });
+  return {
+    element: dialog,
+    ask() {
+      dialog.returnValue = "";
+      dialog.showModal();
+      keep.focus();
+    },
+  };
 }

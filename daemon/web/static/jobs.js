@@ -70,11 +70,33 @@ function jobsTable(jobs) {
   );
 }
 
-const PAGE = 50;
-const MAX_PAGE = 500;
+const PAGE = 50; // rows added by "Show more"
+const API_MAX = 500; // GET /api/jobs serves at most this many per call
 
-export async function showJobs(view, params) {
-  const status = params.get("status") || "";
+// The newest `count` jobs (with `status`), read page by page; the answer is the
+// last page's, holding all the jobs read, so `next_offset` is null at the end.
+async function readJobs(status, count) {
+  const jobs = [];
+  const seen = new Set(); // a job that arrived meanwhile shifts the pages by one
+  let offset = 0;
+  for (;;) {
+    const limit = Math.min(count - jobs.length, API_MAX);
+    const query = new URLSearchParams({ limit: String(limit), offset: String(offset) });
+    if (status) query.set("status", status);
+    const page = await api(`/api/jobs?${query}`);
+    for (const job of page.jobs) {
+      if (!seen.has(job.id)) jobs.push(job);
+      seen.add(job.id);
+    }
+    if (page.next_offset === null || jobs.length >= count || !page.jobs.length)
+      return { ...page, jobs };
+    offset = page.next_offset;
+  }
+}
+
+export async function showJobs(view, params, signal) {
+  const asked = params.get("status") || "";
+  const status = STATUSES.includes(asked) ? asked : ""; // unknown: all of them
   const summary = h("p", { class: "summary", role: "status" });
   const list = h("div", { id: "jobs-list" }, message("info", "Loading…"));
   const more = h(
@@ -86,21 +108,22 @@ export async function showJobs(view, params) {
     view,
     h("h1", {}, "Jobs"),
     filterForm(status),
+    asked && !status
+      ? message("info", `There is no status "${asked}": showing all jobs.`)
+      : null,
     summary,
     list,
     h("div", { class: "actions" }, more),
   );
-  let limit = PAGE;
+  let count = PAGE;
   more.addEventListener("click", () => {
-    limit = Math.min(limit + PAGE, MAX_PAGE); // the API serves 500 at most
-    load();
+    count += PAGE;
+    refresh();
   });
 
   async function load() {
-    const query = new URLSearchParams({ limit: String(limit) });
-    if (status) query.set("status", status);
     try {
-      const page = await api(`/api/jobs?${query}`);
+      const page = await readJobs(status, count);
       more.hidden = page.next_offset === null;
       replace(
         summary,
@@ -118,8 +141,7 @@ export async function showJobs(view, params) {
     }
   }
 
-  const refresh = debounced(load, 50);
-  const stream = subscribe("", () => refresh());
+  const refresh = debounced(load, 50, signal);
   await load();
-  return () => stream.close();
+  subscribe("", () => refresh(), signal);
 }

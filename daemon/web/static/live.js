@@ -4,12 +4,17 @@
 // `onEvent(kind, data)` gets every event; "ready" comes first on each (re)connect
 // and means "read everything again", as "resync" does. A dropped stream is opened
 // again after the daemon's `retry` delay.
+//
+// A browser keeps about six connections per host for all its tabs, and each
+// stream holds one for as long as it is open. So a hidden tab closes its stream
+// and opens it again when it is shown; the "ready" that follows makes the page
+// read what it missed. The stream ends for good when the page's `signal` aborts.
 
 import { authorizedFetch } from "./api.js";
 
 const DEFAULT_RETRY_MS = 2000;
 
-function setState(text, live) {
+export function setState(text, live) {
   const badge = document.getElementById("live-state");
   if (!badge) return;
   badge.textContent = text;
@@ -45,13 +50,22 @@ function parseEvents(buffer, emit, setRetry) {
   return rest;
 }
 
-export function subscribe(query, onEvent) {
-  const controller = new AbortController();
+function wait(ms, signal) {
+  return new Promise((done) => {
+    const timer = setTimeout(done, ms);
+    signal.addEventListener("abort", () => (clearTimeout(timer), done()), {
+      once: true,
+    });
+  });
+}
+
+export function subscribe(query, onEvent, signal) {
+  let connection = null; // the open stream's controller; null while hidden
   let retryMs = DEFAULT_RETRY_MS;
 
-  async function readOnce() {
+  async function readOnce(aborted) {
     const response = await authorizedFetch(`/api/events${query}`, {
-      signal: controller.signal,
+      signal: aborted,
       headers: { Accept: "text/event-stream" },
     });
     if (!response.ok || !response.body) throw new Error(`events: ${response.status}`);
@@ -67,28 +81,55 @@ export function subscribe(query, onEvent) {
     }
   }
 
-  (async () => {
-    while (!controller.signal.aborted) {
+  async function run(aborted) {
+    while (!aborted.aborted) {
       try {
-        await readOnce();
-      } catch (error) {
-        if (controller.signal.aborted) return;
+        await readOnce(aborted);
+      } catch {
+        if (aborted.aborted) return;
       }
+      if (aborted.aborted) return;
       setState("reconnecting…", false);
-      await new Promise((done) => setTimeout(done, retryMs));
+      await wait(retryMs, aborted);
     }
-  })();
+  }
 
-  return { close: () => controller.abort() };
+  const open = () => {
+    if (connection || signal.aborted) return;
+    connection = new AbortController();
+    setState("connecting…", false);
+    run(connection.signal);
+  };
+  const pause = () => {
+    connection?.abort();
+    connection = null;
+  };
+  const onVisibility = () => {
+    if (document.visibilityState !== "hidden") return open();
+    pause();
+    setState("paused while hidden", false);
+  };
+  const close = () => {
+    pause();
+    document.removeEventListener("visibilitychange", onVisibility);
+    setState("not live", false);
+  };
+
+  if (signal.aborted) return;
+  document.addEventListener("visibilitychange", onVisibility);
+  signal.addEventListener("abort", close, { once: true });
+  onVisibility();
 }
 
-// Coalesce bursts of events into one call of `task`, at most every `delayMs`.
-export function debounced(task, delayMs = 100) {
+// Coalesce bursts of events into one call of `task`, at most every `delayMs`;
+// nothing runs any more once `signal` (the page's) has aborted.
+export function debounced(task, delayMs, signal) {
   let timer = null;
   let running = false;
   let again = false;
   const run = async () => {
     timer = null;
+    if (signal.aborted) return;
     if (running) {
       again = true;
       return;

@@ -76,7 +76,13 @@ function showFieldError(form, error, fallback) {
     ? form.querySelector(`#${fieldId(error.field)}-error`)
     : null;
   if (input && slot) {
-    slot.textContent = error.message;
+    // The field is named by its place already: "webhook_allowed_ips: bad CIDR"
+    // reads "bad CIDR" under the allowlist.
+    const prefix = `${error.field}: `;
+    const text = error.message.startsWith(prefix)
+      ? error.message.slice(prefix.length)
+      : error.message;
+    slot.textContent = text;
     input.setAttribute("aria-invalid", "true");
     input.focus();
   } else {
@@ -84,7 +90,7 @@ function showFieldError(form, error, fallback) {
   }
 }
 
-export async function showSettings(view) {
+export async function showSettings(view, signal) {
   const validateButton = h(
     "button",
     { type: "button", id: "validate" },
@@ -182,8 +188,7 @@ export async function showSettings(view) {
     (found) => replace(status, statusIndicator(found)),
     () => replace(status, statusIndicator(null)),
   );
-  const refresh = debounced(loadBilling, 500);
-  const stream = subscribe("", (kind) => kind !== "delivery" && refresh());
+  const refresh = debounced(loadBilling, 500, signal);
   await Promise.all([loadSettings(), loadBilling()]);
-  return () => stream.close();
+  subscribe("", (kind) => kind !== "delivery" && refresh(), signal);
 }
