@@ -110,9 +110,15 @@ def _check_browser_origin(request: web.Request) -> None:
 
 
 def _same_host(origin: str, host: str) -> bool:
-    """Whether an Origin header names the host the request was sent to (the scheme
-    is not compared: TLS may end at a proxy in front)."""
-    return origin != "null" and urlsplit(origin).netloc.lower() == host.lower()
+    """Whether an Origin header names the host the request was sent to. Only the
+    host names are compared: TLS may end at a proxy in front, and proxies pass
+    the Host without its port (another port is `Sec-Fetch-Site: same-site`)."""
+    if origin == "null":
+        return False
+    try:
+        return urlsplit(origin).hostname == urlsplit(f"//{host}").hostname
+    except ValueError:
+        return False
 
 
 def _cross_origin() -> ApiError:

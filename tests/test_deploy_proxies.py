@@ -26,6 +26,7 @@ import pytest
 
 from tests.deploy_support import (
     DEPLOY,
+    HOSTNAME,
     PRIVATE,
     SENDER,
     Response,
@@ -293,6 +294,28 @@ def test_proxy_passes_other_paths_from_the_private_ranges(
 ) -> None:
     answer = stack.request("GET", path, PRIVATE)
     assert answer.status == 200, answer.text
+
+
+def test_dashboard_changes_from_the_public_origin_pass_each_proxy(
+    stack: Stack,
+) -> None:
+    """The browser's Origin is the public https name; the daemon sees the Host the
+    proxy passes on, and must take the two for the same site."""
+    body = json.dumps({"cost_limit": {"amount": 12}}).encode()
+    headers = {
+        "Origin": f"https://{HOSTNAME}",
+        "Sec-Fetch-Site": "same-origin",
+        "Content-Type": "application/json",
+    }
+    answer = stack.request(
+        "PUT", "/api/cloud/providers/replicate", PRIVATE, headers=headers, body=body
+    )
+    assert answer.status == 200, answer.text
+    foreign = {**headers, "Origin": "https://evil.example"}
+    answer = stack.request(
+        "PUT", "/api/cloud/providers/replicate", PRIVATE, headers=foreign, body=body
+    )
+    assert answer.status == 403, answer.text
 
 
 def test_client_supplied_forwarded_for_does_not_reach_the_daemon(stack: Stack) -> None:
