@@ -35,14 +35,30 @@ def succeeded_body(url: str) -> bytes:
     return json.dumps(body).encode()
 
 
+async def post_succeeded(client: Any, secret: str, url: str) -> str:
+    """Post a signed succeeded training whose weights are at `url`; its job id."""
+    body = succeeded_body(url)
+    response = await client.post(
+        WEBHOOK_PATH, data=body, headers=signed_headers(secret, body)
+    )
+    assert response.status == 200, await response.text()
+    return str((await response.json())["job_id"])
+
+
+def bucket_in(endpoint: str) -> Any:
+    """An S3 client for moto at `endpoint`, with BUCKET created."""
+    s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
+    s3.create_bucket(Bucket=BUCKET)
+    return s3
+
+
 async def test_succeeded_job_reaches_disk_s3_and_hub_with_the_same_bytes(
     daemon_client, make_settings, secret, output_server, moto_s3, fake_hub, tmp_path
 ):
     weights = os.urandom(3 * 1024 * 1024 + 17)
     digest = hashlib.sha256(weights).hexdigest()
     url = output_server.add(weights)
-    s3 = boto3.client("s3", endpoint_url=moto_s3, region_name="us-east-1")
-    s3.create_bucket(Bucket=BUCKET)
+    s3 = bucket_in(moto_s3)
     settings = make_settings(
         env={**output_server.env(), "HF_TOKEN": TOKEN},
         server__outputs_dir=str(tmp_path / "outputs"),
@@ -52,13 +68,7 @@ async def test_succeeded_job_reaches_disk_s3_and_hub_with_the_same_bytes(
         hub__model_id=REPO,
     )
     client = await daemon_client(settings)
-    body = succeeded_body(url)
-
-    response = await client.post(
-        WEBHOOK_PATH, data=body, headers=signed_headers(secret, body)
-    )
-    assert response.status == 200, await response.text()
-    job_id = (await response.json())["job_id"]
+    job_id = await post_succeeded(client, secret, url)
     tasks = await wait_for_deliveries(client, job_id, 3)
 
     assert {t["destination"]: t["state"] for t in tasks} == {
@@ -83,9 +93,7 @@ async def test_terminal_event_repeated_queues_each_destination_once(
     daemon_client, make_settings, secret, output_server, moto_s3, fake_hub, tmp_path
 ):
     url = output_server.add(b"weights" * 1000)
-    boto3.client("s3", endpoint_url=moto_s3, region_name="us-east-1").create_bucket(
-        Bucket=BUCKET
-    )
+    bucket_in(moto_s3)
     settings = make_settings(
         env={**output_server.env(), "HF_TOKEN": TOKEN},
         server__outputs_dir=str(tmp_path / "outputs"),
@@ -94,13 +102,8 @@ async def test_terminal_event_repeated_queues_each_destination_once(
         hub__model_id=REPO,
     )
     client = await daemon_client(settings)
-    body = succeeded_body(url)
     for _ in range(3):  # retries of the terminal webhook arrive as new messages too
-        response = await client.post(
-            WEBHOOK_PATH, data=body, headers=signed_headers(secret, body)
-        )
-        assert response.status == 200
-    job_id = (await response.json())["job_id"]
+        job_id = await post_succeeded(client, secret, url)
     tasks = await wait_for_deliveries(client, job_id, 3)
     assert sorted(t["destination"] for t in tasks) == ["hub", "local", "s3"]
     assert len(fake_hub.repos[REPO].commits) == 1
@@ -110,9 +113,7 @@ async def test_local_copy_is_removed_only_after_every_publisher_succeeded(
     daemon_client, make_settings, secret, output_server, moto_s3, tmp_path
 ):
     url = output_server.add(b"model bytes" * 5000)
-    boto3.client("s3", endpoint_url=moto_s3, region_name="us-east-1").create_bucket(
-        Bucket=BUCKET
-    )
+    bucket_in(moto_s3)
     settings = make_settings(
         env=output_server.env(),
         server__outputs_dir=str(tmp_path / "outputs"),
@@ -121,11 +122,7 @@ async def test_local_copy_is_removed_only_after_every_publisher_succeeded(
         delivery__delete_local_after_publish=True,
     )
     client = await daemon_client(settings)
-    body = succeeded_body(url)
-    response = await client.post(
-        WEBHOOK_PATH, data=body, headers=signed_headers(secret, body)
-    )
-    job_id = (await response.json())["job_id"]
+    job_id = await post_succeeded(client, secret, url)
     tasks = await wait_for_deliveries(client, job_id, 2)
     assert all(t["state"] == "succeeded" for t in tasks)
     for _ in range(50):
@@ -140,9 +137,7 @@ async def test_publishers_fail_with_the_local_copy_and_come_back_with_its_retry(
 ):
     url = output_server.add(b"x" * 10)
     output_server.fail(url, times=1, status=403)
-    boto3.client("s3", endpoint_url=moto_s3, region_name="us-east-1").create_bucket(
-        Bucket=BUCKET
-    )
+    bucket_in(moto_s3)
     settings = make_settings(
         env=output_server.env(),
         server__outputs_dir=str(tmp_path / "outputs"),
@@ -150,11 +145,7 @@ async def test_publishers_fail_with_the_local_copy_and_come_back_with_its_retry(
         s3__endpoint_url=moto_s3,
     )
     client = await daemon_client(settings)
-    body = succeeded_body(url)
-    response = await client.post(
-        WEBHOOK_PATH, data=body, headers=signed_headers(secret, body)
-    )
-    job_id = (await response.json())["job_id"]
+    job_id = await post_succeeded(client, secret, url)
     tasks = {t["destination"]: t for t in await wait_for_deliveries(client, job_id, 2)}
     assert tasks["local"]["state"] == "failed"
     assert tasks["s3"]["reason"] == "local_copy_failed"
@@ -177,8 +168,7 @@ async def test_s3_target_set_through_provider_settings_applies_without_restart(
 ):
     weights = os.urandom(64 * 1024)
     url = output_server.add(weights)
-    s3 = boto3.client("s3", endpoint_url=moto_s3, region_name="us-east-1")
-    s3.create_bucket(Bucket=BUCKET)
+    s3 = bucket_in(moto_s3)
     settings = make_settings(
         env=output_server.env(),
         server__outputs_dir=str(tmp_path / "outputs"),
@@ -190,11 +180,7 @@ async def test_s3_target_set_through_provider_settings_applies_without_restart(
     answer = await client.put("/api/cloud/providers/replicate", json=change)
     assert answer.status == 200, await answer.text()
 
-    body = succeeded_body(url)
-    response = await client.post(
-        WEBHOOK_PATH, data=body, headers=signed_headers(secret, body)
-    )
-    job_id = (await response.json())["job_id"]
+    job_id = await post_succeeded(client, secret, url)
     tasks = await wait_for_deliveries(client, job_id, 2)
 
     assert {t["destination"]: t["state"] for t in tasks} == {

@@ -137,6 +137,7 @@ def test_daemon_runs_with_no_new_privileges_and_memory_deny_write_execute(
     )
     with urllib.request.urlopen(request, timeout=10) as answer:  # noqa: S310
         assert json.load(answer)["ok"] is True
-    with urllib.request.urlopen(daemon.url + "/readyz", timeout=10) as answer:  # noqa: S310
+    ready = daemon.url + "/readyz"
+    with urllib.request.urlopen(ready, timeout=10) as answer:  # noqa: S310
         assert answer.status == 200
     assert daemon.stop(signal.SIGTERM) == 0, daemon.log_text()
