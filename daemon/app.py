@@ -118,10 +118,6 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
     try:
         stored = await writer.submit(provider.stored_changes)
         live.replace(provider.with_stored(settings, stored))
-    except BaseException:
-        await asyncio.to_thread(writer.close)
-        raise
-    try:
         app[READER] = await queries.open_reader(settings.database_path)
     except BaseException:
         await asyncio.to_thread(writer.close)

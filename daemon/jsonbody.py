@@ -1,9 +1,10 @@
 """JSON request bodies of the admin API, read under a cap and parsed strictly.
 
-The body is read to its end (a large one arrives in many pieces) and refused
-past `max_bytes` with 413. Parsing refuses, with 400 and the reason: bytes that
-are not UTF-8 JSON, NaN and Infinity (not JSON, and nothing downstream takes
-them), numbers too long to convert, and nesting deeper than JSON_MAX_DEPTH.
+The body is read whole by the webhook's own reader (`read_capped`: refused past
+`max_bytes` with 413, or when it arrives too slowly with 408). Parsing refuses,
+with 400 and the reason: bytes that are not UTF-8 JSON, NaN and Infinity (not
+JSON, and nothing downstream takes them), numbers too long to convert, and
+nesting deeper than JSON_MAX_DEPTH.
 """
 
 from __future__ import annotations
@@ -15,19 +16,13 @@ from aiohttp import web
 
 from daemon import limits
 from daemon.errors import ApiError
-
-_CHUNK_BYTES = 64 * 1024
+from daemon.receive.body import read_capped
 
 
 async def read_json(request: web.Request, max_bytes: int) -> Any:
     if (request.content_length or 0) > max_bytes:
-        raise _too_large(max_bytes)
-    raw = bytearray()
-    async for chunk in request.content.iter_chunked(_CHUNK_BYTES):
-        raw += chunk
-        if len(raw) > max_bytes:
-            raise _too_large(max_bytes)
-    return parse(bytes(raw))
+        raise ApiError(413, "body_too_large", f"body is over {max_bytes} bytes")
+    return parse(await read_capped(request, max_bytes, limits.BODY_READ_TIMEOUT_S))
 
 
 def parse(raw: bytes) -> Any:
@@ -74,7 +69,3 @@ def _depth(value: Any) -> int:
             return deepest
         stack.extend((child, level + 1) for child in children)
     return deepest
-
-
-def _too_large(max_bytes: int) -> ApiError:
-    return ApiError(413, "body_too_large", f"the body is larger than {max_bytes} bytes")

@@ -65,7 +65,7 @@ class Submitter:
             replayed = await self.writer.submit(lambda conn: rows.find(conn, key=key))
             if replayed is not None and replayed["state"] == "submitted":
                 rows.check_replay(replayed, fingerprint)
-                return 200, await self._view(replayed, [], replay=True)
+                return 200, self._view(replayed, [], replay=True)
         settings = self.live.current
         if request.dataset is not None:
             try:
@@ -91,7 +91,7 @@ class Submitter:
             row = await self._run(row, request, settings, warnings)
         finally:
             self.in_flight.discard(row["id"])
-        return 201, await self._view(row, warnings, replay=False)
+        return 201, self._view(row, warnings, replay=False)
 
     async def _cost_warnings(self, settings: Settings) -> list[str]:
         limit = settings.cost
@@ -201,7 +201,7 @@ class Submitter:
             return SubmitRefused(503, "replicate_throttled", str(exc))
         return SubmitRefused(422, "replicate_refused", f"Replicate refused: {exc}")
 
-    async def _view(
+    def _view(
         self, row: dict[str, Any], warnings: list[str], *, replay: bool
     ) -> dict[str, Any]:
         skipped = row.get("skipped")
